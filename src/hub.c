@@ -1,0 +1,557 @@
+/*
+ * The per-thread hub: run queue, timers, the reactor pass, the cross-thread
+ * inbox, and the life cycle of the hub itself.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <usocket.h>
+
+#include "hub.h"
+#include "internal.h"
+
+__thread struct usock_hub *usock__tls_hub;
+
+static pthread_key_t hub_key;
+static pthread_once_t hub_key_once = PTHREAD_ONCE_INIT;
+
+/* ------------------------------------------------------------------------ */
+/*  Run queue                                                               */
+/* ------------------------------------------------------------------------ */
+
+void usock__ready(struct usock_hub *h, struct usock__task *t)
+{
+    if (t->queued) {
+        return;
+    }
+    t->queued = 1;
+    t->next = NULL;
+    if (h->rq_tail) {
+        h->rq_tail->next = t;
+    } else {
+        h->rq_head = t;
+    }
+    h->rq_tail = t;
+    h->rq_len++;
+}
+
+static struct usock__task *rq_pop(struct usock_hub *h)
+{
+    struct usock__task *t = h->rq_head;
+    if (t) {
+        h->rq_head = t->next;
+        if (!h->rq_head) {
+            h->rq_tail = NULL;
+        }
+        h->rq_len--;
+        t->queued = 0;
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Waking                                                                  */
+/* ------------------------------------------------------------------------ */
+
+void usock__wake(struct usock__wait *w, int result)
+{
+    struct usock__task *t = w->task;
+    struct usock_hub *h = t->hub;
+
+    if (w->unlink) {
+        w->unlink(w);
+        w->unlink = NULL;
+    }
+    usock__heap_remove(&h->timers, &w->timer);
+    w->result = result;
+    if (t->wait == w) {
+        t->wait = NULL;
+    }
+    usock__ready(h, t);
+}
+
+/* Wake every wait whose deadline has passed. */
+static void fire_timers(struct usock_hub *h, int64_t now)
+{
+    struct usock__heap_node *n;
+    while ((n = usock__heap_top(&h->timers)) && n->key <= now) {
+        usock__wake(container_of(n, struct usock__wait, timer), ETIMEDOUT);
+    }
+}
+
+/* Run the work other threads handed to this hub. */
+static void drain_inbox(struct usock_hub *h)
+{
+    struct usock__inbox_item *it, *next;
+
+    pthread_mutex_lock(&h->lock);
+    it = h->inbox;
+    h->inbox = NULL;
+    pthread_mutex_unlock(&h->lock);
+    /* The list is in reverse order of sending: restore it. */
+    struct usock__inbox_item *rev = NULL;
+    for (; it; it = next) {
+        next = it->next;
+        it->next = rev;
+        rev = it;
+    }
+    for (it = rev; it; it = next) {
+        next = it->next;
+        it->fn(it->arg);
+        free(it);
+    }
+}
+
+/*
+ * One reactor pass: wait for I/O until the earliest timer (or not at all
+ * when `block` is 0 or tasks are ready), then fire due timers and run the
+ * inbox.
+ */
+static void poll_once(struct usock_hub *h, int block)
+{
+    int64_t deadline = 0;
+
+    if (block && !h->rq_head) {
+        struct usock__heap_node *n = usock__heap_top(&h->timers);
+        deadline = n ? n->key : USOCK__NEVER;
+        if (deadline <= 0) {
+            deadline = 1; /* already due: do not block (0 is "no wait") */
+        }
+    }
+    h->reactor.ops->run_once(&h->reactor, deadline);
+    if (h->timers.n) {
+        fire_timers(h, usock__clock_ns());
+    }
+    if (h->inbox) {
+        drain_inbox(h);
+    }
+    h->round_left = h->rq_len;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Switching                                                               */
+/* ------------------------------------------------------------------------ */
+
+/* Release the stack of a task that finished before this switch. */
+static inline void reap(struct usock_hub *h)
+{
+    if (unlikely(h->zombie != NULL)) {
+        struct usock__task *z = h->zombie;
+        h->zombie = NULL;
+        usock__task_free(z);
+    }
+}
+
+static void switch_to(struct usock_hub *h, struct usock__task *from,
+                      struct usock__task *to)
+{
+    h->current = to;
+    usock__ctx_switch(&from->ctx, &to->ctx);
+    /* Back on `from`'s stack: whoever switched here set h->current. */
+    reap(h);
+}
+
+/*
+ * Embedding: the daemon's ev_run calls embed_tick once per iteration (from
+ * an ev_prepare watcher, on the thread's own stack).  It fires due timers,
+ * runs the inbox and one round of ready tasks, then arms the reactor's
+ * wake-up timer for the earliest deadline.
+ */
+static void embed_tick(void *owner)
+{
+    struct usock_hub *h = owner;
+    struct usock__task *t;
+    size_t round = h->rq_len;
+
+    if (h->current != &h->main) {
+        return;
+    }
+    if (h->timers.n) {
+        fire_timers(h, usock__clock_ns());
+    }
+    if (h->inbox) {
+        drain_inbox(h);
+    }
+    round = round > h->rq_len ? round : h->rq_len;
+    while (round-- > 0 && (t = rq_pop(h))) {
+        if (t == &h->main) {
+            h->main_woken = 1;
+        } else {
+            switch_to(h, &h->main, t);
+        }
+    }
+    struct usock__heap_node *n = usock__heap_top(&h->timers);
+    h->reactor.ops->timer_set(&h->reactor,
+                              h->rq_head ? 1 : n ? n->key : USOCK__NEVER);
+}
+
+/* A blocking call made by the daemon's own code: run the daemon's loop one
+ * iteration at a time until the call's wait is over. */
+static void embed_block(struct usock_hub *h)
+{
+    h->main_woken = 0;
+    for (;;) {
+        embed_tick(h);
+        if (h->main_woken) {
+            return;
+        }
+        h->reactor.ops->run_once(&h->reactor, USOCK__NEVER);
+    }
+}
+
+/* The next task to run, after a reactor pass when the round is over. */
+static struct usock__task *next_task(struct usock_hub *h)
+{
+    if (h->embedded) {
+        /* The thread's own context is inside embed_tick (the daemon's
+         * loop): going back to it is going back to the loop. */
+        struct usock__task *t = rq_pop(h);
+        if (!t || t == &h->main) {
+            h->main_woken |= t != NULL;
+            return &h->main;
+        }
+        return t;
+    }
+    for (;;) {
+        if (h->rq_head && h->round_left > 0) {
+            h->round_left--;
+            return rq_pop(h);
+        }
+        /* Either nothing is ready (block) or a whole round of ready tasks
+         * ran without a look at the reactor (do not block). */
+        poll_once(h, h->rq_head == NULL);
+    }
+}
+
+void usock__hub_block(struct usock_hub *h)
+{
+    struct usock__task *self = h->current;
+    struct usock__task *next;
+
+    if (h->embedded && self == &h->main) {
+        embed_block(h);
+        return;
+    }
+    next = next_task(h);
+    if (next != self) {
+        switch_to(h, self, next);
+    }
+}
+
+void usock__hub_exit(struct usock_hub *h)
+{
+    struct usock__task *self = h->current;
+    struct usock__task *next;
+
+    h->zombie = self;
+    next = next_task(h);
+    h->current = next;
+    usock__ctx_switch(&self->ctx, &next->ctx);
+    __builtin_unreachable();
+}
+
+int usock__park(struct usock_hub *h, struct usock__wait *w, int64_t deadline)
+{
+    struct usock__task *t = h->current;
+
+    w->task = t;
+    w->result = 0;
+    usock__heap_node_init(&w->timer);
+    if (deadline != USOCK__NEVER) {
+        w->timer.key = deadline;
+        if (usock__heap_push(&h->timers, &w->timer) < 0) {
+            if (w->unlink) {
+                w->unlink(w);
+            }
+            return ENOMEM;
+        }
+    }
+    t->wait = w;
+    usock__hub_block(h);
+    return w->result;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Task ids                                                                */
+/* ------------------------------------------------------------------------ */
+
+static size_t id_slot(const struct usock_hub *h, int id)
+{
+    return ((size_t)id * 0x9E3779B1u) & h->ids_mask;
+}
+
+static int ids_grow(struct usock_hub *h)
+{
+    size_t n = h->ids ? (h->ids_mask + 1) * 2 : 64;
+    struct usock__task **t = calloc(n, sizeof(*t));
+    size_t old = h->ids ? h->ids_mask + 1 : 0;
+
+    if (!t) {
+        return -1;
+    }
+    struct usock__task **prev = h->ids;
+    h->ids = t;
+    h->ids_mask = n - 1;
+    for (size_t i = 0; i < old; i++) {
+        struct usock__task *e = prev[i], *next;
+        for (; e; e = next) {
+            next = e->hnext;
+            size_t j = id_slot(h, e->id);
+            e->hnext = h->ids[j];
+            h->ids[j] = e;
+        }
+    }
+    free(prev);
+    return 0;
+}
+
+int usock__ids_add(struct usock_hub *h, struct usock__task *t)
+{
+    if ((!h->ids || h->ntasks + 1 > h->ids_mask + 1) && ids_grow(h) < 0) {
+        return -1;
+    }
+    size_t j = id_slot(h, t->id);
+    t->hnext = h->ids[j];
+    h->ids[j] = t;
+    h->ntasks++;
+    return 0;
+}
+
+void usock__ids_del(struct usock_hub *h, struct usock__task *t)
+{
+    struct usock__task **p = &h->ids[id_slot(h, t->id)];
+    while (*p != t) {
+        p = &(*p)->hnext;
+    }
+    *p = t->hnext;
+    h->ntasks--;
+}
+
+struct usock__task *usock__task_find(struct usock_hub *h, int id)
+{
+    if (h->current->id == id) {
+        return h->current;
+    }
+    if (h->main.id == id) {
+        return &h->main;
+    }
+    if (!h->ids) {
+        return NULL;
+    }
+    struct usock__task *t = h->ids[id_slot(h, id)];
+    while (t && t->id != id) {
+        t = t->hnext;
+    }
+    return t;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Life cycle                                                              */
+/* ------------------------------------------------------------------------ */
+
+/* Thread exit: release the hub, its reactor and every unfinished task. */
+static void hub_destroy(void *arg)
+{
+    struct usock_hub *h = arg;
+
+    usock__tls_hub = NULL;
+    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
+        struct usock__task *t = h->ids[i], *next;
+        for (; t; t = next) {
+            next = t->hnext;
+            usock__task_free(t);
+        }
+    }
+    if (h->zombie) {
+        usock__task_free(h->zombie);
+    }
+    free(h->ids);
+    if (h->has_reactor) {
+        h->reactor.ops->destroy(&h->reactor);
+    }
+    usock__heap_free(&h->timers);
+    drain_inbox(h); /* runs nothing harmful: posts become tasks freed below */
+    pthread_mutex_destroy(&h->lock);
+    usock__stack_drain();
+    free(h);
+}
+
+static void make_key(void)
+{
+    pthread_key_create(&hub_key, hub_destroy);
+}
+
+struct usock_hub *usock__hub_get(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    if (likely(h != NULL)) {
+        return h;
+    }
+    pthread_once(&hub_key_once, make_key);
+    h = calloc(1, sizeof(*h));
+    if (!h) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    pthread_mutex_init(&h->lock, NULL);
+    usock__heap_init(&h->timers);
+    h->main.hub = h;
+    h->main.deadline = USOCK__NEVER;
+    h->main.id = usock__task_id();
+    h->current = &h->main;
+    usock__tls_hub = h;
+    pthread_setspecific(hub_key, h);
+    return h;
+}
+
+int usock__hub_reactor(struct usock_hub *h)
+{
+    const struct usock__reactor_ops *ops;
+
+    if (h->has_reactor) {
+        return 0;
+    }
+    ops = usock__reactor_pick();
+    if (!ops) {
+        return -1;
+    }
+    h->reactor.ops = ops;
+    h->reactor.hooks.tick = NULL;
+    h->reactor.hooks.owner = h;
+    if (ops->init(&h->reactor, NULL) < 0) {
+        return -1;
+    }
+    h->has_reactor = 1;
+    return 0;
+}
+
+int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
+{
+    struct usock__inbox_item *it = malloc(sizeof(*it));
+
+    if (!it) {
+        errno = ENOMEM;
+        return -1;
+    }
+    it->fn = fn;
+    it->arg = arg;
+    pthread_mutex_lock(&h->lock);
+    it->next = h->inbox;
+    h->inbox = it;
+    pthread_mutex_unlock(&h->lock);
+    h->reactor.ops->wakeup(&h->reactor);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Public hub calls                                                        */
+/* ------------------------------------------------------------------------ */
+
+int usock_hub_use_ev_loop(struct ev_loop *loop)
+{
+    const struct usock__reactor_ops *ops;
+    struct usock_hub *h;
+
+    if (!loop) {
+        return usock__fail(EINVAL);
+    }
+    if (usock__tls_hub) {
+        return usock__fail(EBUSY);
+    }
+    ops = usock__reactor_pick();
+    if (!ops || strcmp(ops->name, "ev") != 0) {
+        return usock__fail(ENOTSUP);
+    }
+    h = usock__hub_get();
+    if (!h) {
+        return -1;
+    }
+    h->reactor.ops = ops;
+    h->reactor.hooks.tick = embed_tick;
+    h->reactor.hooks.owner = h;
+    if (ops->init(&h->reactor, loop) < 0) {
+        return -1;
+    }
+    h->has_reactor = 1;
+    h->embedded = 1;
+    return 0;
+}
+
+usock_hub_t *usock_hub_self(void)
+{
+    struct usock_hub *h = usock__hub_get();
+
+    if (!h || usock__hub_reactor(h) < 0) {
+        return NULL;
+    }
+    return h;
+}
+
+struct post {
+    void (*fn)(void *);
+    void *arg;
+};
+
+/* On the hub's thread: start a posted function as a task. */
+static void post_spawn(void *arg)
+{
+    struct post p = *(struct post *)arg;
+    free(arg);
+    usock_spawn(p.fn, p.arg);
+}
+
+int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg)
+{
+    struct post *p;
+
+    if (!h || !fn) {
+        return usock__fail(EINVAL);
+    }
+    if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE)) {
+        return usock__fail(ESHUTDOWN);
+    }
+    p = malloc(sizeof(*p));
+    if (!p) {
+        return usock__fail(ENOMEM);
+    }
+    p->fn = fn;
+    p->arg = arg;
+    if (usock__hub_send(h, post_spawn, p) < 0) {
+        free(p);
+        return -1;
+    }
+    return 0;
+}
+
+/* On the hub's thread: cancel every task but the thread's own context. */
+static void cancel_all(void *arg)
+{
+    struct usock_hub *h = arg;
+
+    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
+        for (struct usock__task *t = h->ids[i]; t; t = t->hnext) {
+            t->cancelled = 1;
+            if (t->wait) {
+                usock__wake(t->wait, ECANCELED);
+            }
+        }
+    }
+}
+
+int usock_hub_shutdown(usock_hub_t *h)
+{
+    if (!h) {
+        return usock__fail(EINVAL);
+    }
+    __atomic_store_n(&h->shutdown, 1, __ATOMIC_RELEASE);
+    if (h == usock__tls_hub) {
+        cancel_all(h);
+        return 0;
+    }
+    return usock__hub_send(h, cancel_all, h);
+}

@@ -1,0 +1,171 @@
+/*
+ * The hub: one per OS thread, reached through one __thread pointer.  It owns
+ * the thread's reactor, its run queue of ready tasks and its timer heap.
+ *
+ * A blocked task is parked on a wait record that lives on its own stack:
+ *
+ *   task stack                         hub
+ *   ┌───────────────────────┐          ┌────────────────────────┐
+ *   │ struct usock__wait w  │◀─────────│ timers (heap of w.timer)│
+ *   │   task ───────────────┼──▶ task  │ ready queue ──▶ task …  │
+ *   │   timer (heap node)   │          └────────────────────────┘
+ *   │   unlink, owner       │◀── socket->rwait / ->wwait, or a joined
+ *   │   result (errno)      │    task's joiner list, or hub->run_waiter
+ *   └───────────────────────┘
+ *
+ * Whoever ends the wait (a readiness callback, the timer, a canceller, a
+ * closer, a finishing task) calls usock__wake(w, result): it unlinks w from
+ * its owner and the timer heap, stores the result and queues the task.  The
+ * woken task copies the result into errno on its way out (STYLE rule 5).
+ */
+#ifndef USOCKET_HUB_H
+#define USOCKET_HUB_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "ctx.h"
+#include "heap.h"
+#include "reactor.h"
+#include "stack.h"
+
+#define container_of(ptr, type, member)                                        \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
+#define likely(x) __builtin_expect(!!(x), 1)
+#define unlikely(x) __builtin_expect(!!(x), 0)
+
+struct usock_hub;
+struct usock__task;
+struct usock__wait;
+
+typedef void (*usock__unlink_fn)(struct usock__wait *w);
+
+/* A wait in progress, on the waiting task's stack. */
+struct usock__wait {
+    struct usock__task *task;
+    struct usock__heap_node timer; /* in hub->timers when it has a deadline */
+    usock__unlink_fn unlink;       /* detaches w from its owner, or NULL */
+    void *owner;                   /* socket, joined task, job … */
+    struct usock__wait *next;      /* in an owner's list (joiners) */
+    int dir;                       /* USOCK__IN / USOCK__OUT for sockets */
+    int result;                    /* 0 or an errno value, set by the waker */
+};
+
+/* A task.  Spawned tasks keep this at the top of their own stack. */
+struct usock__task {
+    struct usock__ctx ctx;
+    struct usock_hub *hub;
+    struct usock__task *next;     /* run queue link */
+    struct usock__task *hnext;    /* id table chain */
+    struct usock__wait *wait;     /* the wait it is parked on, or NULL */
+    struct usock__wait *joiners;  /* tasks waiting in usock_join */
+    void (*fn)(void *);
+    void *arg;
+    struct usock__stack stack;    /* zeroed for the thread's own context */
+    int64_t deadline;             /* task deadline, USOCK__NEVER if none */
+    int id;
+    unsigned char cancelled;      /* sticky: every blocking call fails */
+    unsigned char queued;         /* on the run queue */
+};
+
+/* A unit of work handed to a hub from another thread (usock_hub_post,
+ * resolver completions).  fn runs on the hub's thread, in its loop. */
+struct usock__inbox_item {
+    void (*fn)(void *arg);
+    void *arg;
+    struct usock__inbox_item *next;
+};
+
+struct usock_hub {
+    struct usock__task *current;
+    struct usock__task main;          /* the thread's own context */
+    struct usock__task *rq_head, *rq_tail;
+    size_t rq_len;
+    size_t round_left;                /* pops left before a reactor pass */
+    struct usock__heap timers;
+    struct usock__reactor reactor;
+    int has_reactor;
+    int embedded;                     /* runs inside a daemon's ev loop */
+    int main_woken;                   /* embedded: the main context's wait
+                                         ended */
+    struct usock__task **ids;         /* hash table id -> task */
+    size_t ids_mask;
+    size_t ntasks;                    /* spawned tasks alive */
+    struct usock__task *zombie;       /* finished, stack to release */
+    struct usock__wait *run_waiter;   /* a task in usock_run */
+    /* Cross-thread inbox, guarded by lock. */
+    pthread_mutex_t lock;
+    struct usock__inbox_item *inbox;
+    int shutdown;                     /* usock_hub_shutdown was called */
+};
+
+/* This thread's hub, if it exists (never creates one). */
+USOCK__HIDDEN extern __thread struct usock_hub *usock__tls_hub;
+
+/* This thread's hub, created on first use (without a reactor).  NULL with
+ * errno ENOMEM. */
+USOCK__HIDDEN struct usock_hub *usock__hub_get(void);
+
+/* Give the hub its reactor if it has none.  0, or -1 with errno. */
+USOCK__HIDDEN int usock__hub_reactor(struct usock_hub *h);
+
+/* Park the current task on w until a waker calls usock__wake(w, …) or the
+ * deadline (absolute ns, USOCK__NEVER for none) passes (result ETIMEDOUT).
+ * The caller has filled w->unlink/owner and linked w to its owner.  Returns
+ * w->result. */
+USOCK__HIDDEN int usock__park(struct usock_hub *h, struct usock__wait *w,
+                              int64_t deadline);
+
+/* End the wait w with result (0 or an errno value) and queue its task. */
+USOCK__HIDDEN void usock__wake(struct usock__wait *w, int result);
+
+/* Queue t to run (no-op if already queued). */
+USOCK__HIDDEN void usock__ready(struct usock_hub *h, struct usock__task *t);
+
+/* Run other tasks until the current one is queued again. */
+USOCK__HIDDEN void usock__hub_block(struct usock_hub *h);
+
+/* Thread-safe: run fn(arg) on hub h's thread.  0, or -1 with errno (ENOMEM,
+ * ESHUTDOWN). */
+USOCK__HIDDEN int usock__hub_send(struct usock_hub *h, void (*fn)(void *),
+                                  void *arg);
+
+/* The task with this id on hub h, or NULL. */
+USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
+                                                   int id);
+
+/* Tasks (task.c) call these on the hub (hub.c). */
+USOCK__HIDDEN int usock__ids_add(struct usock_hub *h, struct usock__task *t);
+USOCK__HIDDEN void usock__ids_del(struct usock_hub *h, struct usock__task *t);
+/* Finish the current task: never returns. */
+USOCK__HIDDEN void usock__hub_exit(struct usock_hub *h) __attribute__((noreturn));
+/* Release the task's resources (its stack, which holds it). */
+USOCK__HIDDEN void usock__task_free(struct usock__task *t);
+/* A fresh task id (process-wide, > 0). */
+USOCK__HIDDEN int usock__task_id(void);
+/* Highest id issued so far. */
+USOCK__HIDDEN int usock__task_last_id(void);
+
+/* Non-zero when the current task of this thread was cancelled. */
+static inline int usock__cancelled(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+    return h != NULL && h->current->cancelled;
+}
+
+/*
+ * Deadlines.  A blocking call computes its deadline once, lazily (only when
+ * it first has to wait): USOCK__DL_UNSET until then.  0 means non-blocking.
+ */
+#define USOCK__DL_UNSET INT64_MIN
+
+/* The deadline for a call on something whose timeout is `timeout_ns`
+ * (-1 none, 0 non-blocking, > 0 ns): the earlier of now + timeout and the
+ * current task's deadline; never 0 unless non-blocking. */
+USOCK__HIDDEN int64_t usock__deadline(int64_t timeout_ns);
+
+/* Seconds (API) <-> nanoseconds.  seconds_to_ns returns -1 for EINVAL
+ * (negative other than USOCK_NONE, NaN, infinite), -2 for USOCK_NONE. */
+USOCK__HIDDEN int64_t usock__seconds_to_ns(double seconds);
+
+#endif /* USOCKET_HUB_H */

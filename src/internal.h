@@ -1,0 +1,94 @@
+/*
+ * The socket object and the helpers shared by the files of src/.
+ *
+ *   struct usock
+ *   ┌──────────────────────────────┐
+ *   │ fd, family, type, timeout    │
+ *   │ io ──────────────────────────┼──▶ reactor of `hub` (one per fd)
+ *   │ hub: where io is registered  │
+ *   │ rwait, wwait ────────────────┼──▶ wait records on the waiters' stacks
+ *   │ rb: bytes received, not yet  │     (one reader, one writer at most)
+ *   │     returned (readline, and  │
+ *   │     "nothing is lost")       │
+ *   └──────────────────────────────┘
+ */
+#ifndef USOCKET_INTERNAL_H
+#define USOCKET_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <usocket.h>
+
+#include "hub.h"
+
+/* The socket's own read buffer: bytes [off, off + len) of buf. */
+struct usock__rbuf {
+    char *buf;
+    size_t off, len, cap;
+};
+
+struct usock {
+    int fd;
+    int family, type, proto;
+    int64_t timeout;              /* ns; -1 none, 0 non-blocking */
+    struct usock__io io;
+    struct usock_hub *hub;        /* hub whose reactor knows io, or NULL */
+    struct usock__wait *rwait;    /* the task waiting to read */
+    struct usock__wait *wwait;    /* the task waiting to write */
+    struct usock__rbuf rb;
+    unsigned char listening;      /* listen() succeeded */
+    unsigned char connected;      /* connect() or accept() succeeded */
+};
+
+/* Default timeout for new sockets, in ns (-1 none). */
+USOCK__HIDDEN int64_t usock__default_timeout(void);
+
+/* Wrap an open non-blocking, close-on-exec fd.  NULL with errno ENOMEM
+ * (the fd is then left open). */
+USOCK__HIDDEN struct usock *usock__wrap(int fd, int family, int type,
+                                        int proto);
+
+/*
+ * Wait until s is ready in direction `dir` (USOCK__IN or USOCK__OUT).
+ * *dl is the call's deadline: USOCK__DL_UNSET on the first wait of a call
+ * (it is then computed from s->timeout, once), 0 for non-blocking.
+ * 0 when ready, or -1 with errno: EAGAIN (non-blocking), ETIMEDOUT,
+ * ECANCELED, EBADF (closed while waiting), EBUSY (another task waits in
+ * that direction), ENOMEM.
+ */
+USOCK__HIDDEN int usock__wait(struct usock *s, int dir, int64_t *dl);
+
+/* Put w in s's slot for `dir` (USOCK__IN/OUT), watching `events` (dir, or 0
+ * for none) on the current hub, which has a reactor.  A readiness event
+ * wakes w with 0; usock__wake(w) or w->unlink(w) takes it out again.
+ * 0, or -1 with errno EBUSY (the slot is taken). */
+USOCK__HIDDEN int usock__watch(struct usock *s, struct usock__wait *w,
+                               int dir, int events);
+
+/* Like usock__wait but only for the timer: sleep until `until` (or *dl if
+ * earlier) while holding the slot, so close and cancel still wake us.
+ * 0 when `until` came, -1 with errno otherwise (ETIMEDOUT: *dl came). */
+USOCK__HIDDEN int usock__backoff(struct usock *s, int dir, int64_t *dl,
+                                 int64_t until);
+
+/* Put n bytes back in front of the socket's read buffer.  0, or -1 ENOMEM. */
+USOCK__HIDDEN int usock__unread(struct usock *s, const void *buf, size_t n);
+
+/* Take up to n bytes from the socket's read buffer. */
+USOCK__HIDDEN size_t usock__rb_take(struct usock *s, void *buf, size_t n);
+
+/* Common argument check: s and (buf unless n == 0) non-NULL, n within
+ * SSIZE_MAX.  0, or -1 with errno EINVAL. */
+USOCK__HIDDEN int usock__check_io(const struct usock *s, const void *buf,
+                                  size_t n);
+
+/* Fail with errno e: returns -1. */
+static inline int usock__fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+#endif /* USOCKET_INTERNAL_H */

@@ -1,0 +1,82 @@
+/*
+ * Socket options, names and timeouts.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+int usock_setsockopt(usock_t *s, int level, int opt, const void *v,
+                     socklen_t len)
+{
+    if (!s || (!v && len)) {
+        return usock__fail(EINVAL);
+    }
+    return setsockopt(s->fd, level, opt, v, len);
+}
+
+int usock_getsockopt(usock_t *s, int level, int opt, void *v, socklen_t *len)
+{
+    if (!s || !v || !len) {
+        return usock__fail(EINVAL);
+    }
+    return getsockopt(s->fd, level, opt, v, len);
+}
+
+int usock_setsockopt_int(usock_t *s, int level, int opt, int v)
+{
+    return usock_setsockopt(s, level, opt, &v, sizeof(v));
+}
+
+/* Fill a from getsockname(2)/getpeername(2). */
+static int get_name(usock_t *s, usock_addr_t *a,
+                    int (*fn)(int, struct sockaddr *, socklen_t *))
+{
+    if (!s || !a) {
+        return usock__fail(EINVAL);
+    }
+    memset(a, 0, sizeof(*a));
+    a->len = sizeof(a->u);
+    if (fn(s->fd, &a->u.sa, &a->len) < 0) {
+        a->len = 0;
+        return -1;
+    }
+    return 0;
+}
+
+int usock_getpeername(usock_t *s, usock_addr_t *a)
+{
+    return get_name(s, a, getpeername);
+}
+
+int usock_getsockname(usock_t *s, usock_addr_t *a)
+{
+    return get_name(s, a, getsockname);
+}
+
+int usock_settimeout(usock_t *s, double seconds)
+{
+    int64_t ns = usock__seconds_to_ns(seconds);
+
+    if (!s || ns == -1) {
+        return usock__fail(EINVAL);
+    }
+    s->timeout = ns == -2 ? -1 : ns;
+    return 0;
+}
+
+double usock_gettimeout(const usock_t *s)
+{
+    if (!s) {
+        errno = EINVAL;
+        return USOCK_NONE;
+    }
+    return s->timeout < 0 ? USOCK_NONE : (double)s->timeout / 1e9;
+}
+
+int usock_setblocking(usock_t *s, int flag)
+{
+    return usock_settimeout(s, flag ? USOCK_NONE : 0.0);
+}

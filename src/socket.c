@@ -1,0 +1,150 @@
+/*
+ * Socket objects: creation, wrapping, close, fileno, shutdown.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+static _Atomic int64_t default_timeout = -1;
+
+int64_t usock__default_timeout(void)
+{
+    return atomic_load_explicit(&default_timeout, memory_order_relaxed);
+}
+
+void usock_setdefaulttimeout(double seconds)
+{
+    int64_t ns = usock__seconds_to_ns(seconds);
+    if (ns != -1) {
+        atomic_store(&default_timeout, ns == -2 ? -1 : ns);
+    }
+}
+
+double usock_getdefaulttimeout(void)
+{
+    int64_t ns = usock__default_timeout();
+    return ns < 0 ? USOCK_NONE : (double)ns / 1e9;
+}
+
+int usock__check_io(const struct usock *s, const void *buf, size_t n)
+{
+    if (!s || (!buf && n) || n > SSIZE_MAX) {
+        return usock__fail(EINVAL);
+    }
+    return 0;
+}
+
+struct usock *usock__wrap(int fd, int family, int type, int proto)
+{
+    struct usock *s = calloc(1, sizeof(*s));
+
+    if (!s) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    s->fd = fd;
+    s->family = family;
+    s->type = type;
+    s->proto = proto;
+    s->timeout = usock__default_timeout();
+    s->io.fd = fd;
+    return s;
+}
+
+/* Make fd non-blocking and close-on-exec where the kernel could not do it
+ * atomically. */
+static int set_flags(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+        fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+        return -1;
+    }
+    return 0;
+}
+
+usock_t *usock_socket(int family, int type, int proto)
+{
+    int fd;
+    struct usock *s;
+
+    if (family != AF_INET && family != AF_INET6 && family != AF_UNIX) {
+        errno = EAFNOSUPPORT;
+        return NULL;
+    }
+    if (type != SOCK_STREAM && type != SOCK_DGRAM && type != SOCK_RAW) {
+        errno = EINVAL;
+        return NULL;
+    }
+    fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, proto);
+    if (fd < 0 && errno == EINVAL) {
+        fd = socket(family, type, proto);
+        if (fd >= 0 && set_flags(fd) < 0) {
+            close(fd);
+            return NULL;
+        }
+    }
+    if (fd < 0) {
+        return NULL;
+    }
+    s = usock__wrap(fd, family, type, proto);
+    if (!s) {
+        close(fd);
+    }
+    return s;
+}
+
+/*
+ * Close order (STYLE rule 13): wake the waiters with EBADF, make the reactor
+ * forget the fd, then close(2) — ignoring EINTR, after which the fd is gone
+ * on Linux anyway.
+ */
+int usock_close(usock_t *s)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    if (!s) {
+        return usock__fail(EINVAL);
+    }
+    if (s->hub && s->hub == h) {
+        if (s->rwait) {
+            usock__wake(s->rwait, EBADF);
+        }
+        if (s->wwait) {
+            usock__wake(s->wwait, EBADF);
+        }
+        h->reactor.ops->io_forget(&h->reactor, s->fd);
+    }
+    int r = close(s->fd);
+    int e = errno;
+    free(s->rb.buf);
+    free(s);
+    if (r < 0 && e != EINTR) {
+        return usock__fail(e);
+    }
+    return 0;
+}
+
+int usock_fileno(const usock_t *s)
+{
+    if (!s) {
+        return usock__fail(EINVAL);
+    }
+    return s->fd;
+}
+
+int usock_shutdown(usock_t *s, int how)
+{
+    if (!s || (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)) {
+        return usock__fail(EINVAL);
+    }
+    return shutdown(s->fd, how);
+}

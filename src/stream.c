@@ -1,0 +1,196 @@
+/*
+ * Stream reads over the socket's own buffer: read (no short reads) and
+ * readline.  "Nothing is lost": a read that fails returns what it had
+ * already taken to the front of the buffer, for the next call.
+ *
+ *   rb.buf: [ consumed | off ... off+len: bytes not yet returned | free ]
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Read-ahead of readline, per system call. */
+#define RB_CHUNK 16384
+
+size_t usock__rb_take(struct usock *s, void *buf, size_t n)
+{
+    struct usock__rbuf *rb = &s->rb;
+    size_t k = n < rb->len ? n : rb->len;
+
+    memcpy(buf, rb->buf + rb->off, k);
+    rb->off += k;
+    rb->len -= k;
+    if (rb->len == 0) {
+        rb->off = 0;
+    }
+    return k;
+}
+
+/* Make room for `want` more bytes after the buffered ones. */
+static int rb_reserve(struct usock__rbuf *rb, size_t want)
+{
+    if (rb->off + rb->len + want <= rb->cap) {
+        return 0;
+    }
+    if (rb->off && rb->len + want <= rb->cap) {
+        memmove(rb->buf, rb->buf + rb->off, rb->len);
+        rb->off = 0;
+        return 0;
+    }
+    size_t cap = rb->cap ? rb->cap : RB_CHUNK;
+    while (cap < rb->len + want) {
+        cap *= 2;
+    }
+    char *b = malloc(cap);
+    if (!b) {
+        return usock__fail(ENOMEM);
+    }
+    if (rb->len) {
+        memcpy(b, rb->buf + rb->off, rb->len);
+    }
+    free(rb->buf);
+    rb->buf = b;
+    rb->cap = cap;
+    rb->off = 0;
+    return 0;
+}
+
+int usock__unread(struct usock *s, const void *buf, size_t n)
+{
+    struct usock__rbuf *rb = &s->rb;
+
+    if (n == 0) {
+        return 0;
+    }
+    if (rb->off < n) {
+        if (rb_reserve(rb, n) < 0) {
+            return -1;
+        }
+        memmove(rb->buf + n, rb->buf + rb->off, rb->len);
+        rb->off = n;
+    }
+    rb->off -= n;
+    rb->len += n;
+    memcpy(rb->buf + rb->off, buf, n);
+    return 0;
+}
+
+/* Receive at most `max` more bytes into the buffer.  The count (0 at end of
+ * stream), or -1 with errno. */
+static ssize_t rb_fill(struct usock *s, size_t max, int64_t *dl)
+{
+    struct usock__rbuf *rb = &s->rb;
+
+    if (rb_reserve(rb, max) < 0) {
+        return -1;
+    }
+    for (;;) {
+        ssize_t r = recv(s->fd, rb->buf + rb->off + rb->len, max, 0);
+        if (r >= 0) {
+            rb->len += (size_t)r;
+            return r;
+        }
+        if (errno == EINTR) {
+            continue;
+        }
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            return -1;
+        }
+        if (usock__wait(s, USOCK__IN, dl) < 0) {
+            return -1;
+        }
+    }
+}
+
+/* A read failed after taking `got` bytes into buf: give them back, unless
+ * the socket itself is gone (EBADF: closed while we waited). */
+static ssize_t read_failed(struct usock *s, const void *buf, size_t got)
+{
+    int e = errno;
+    if (e != EBADF && usock__unread(s, buf, got) < 0) {
+        return -1; /* ENOMEM: the bytes could not be kept */
+    }
+    errno = e;
+    return -1;
+}
+
+ssize_t usock_read(usock_t *s, void *buf, size_t n)
+{
+    int64_t dl = USOCK__DL_UNSET;
+    size_t got;
+
+    if (usock__check_io(s, buf, n) < 0) {
+        return -1;
+    }
+    got = usock__rb_take(s, buf, n);
+    while (got < n) {
+        ssize_t r;
+        if (usock__cancelled()) {
+            errno = ECANCELED;
+            return read_failed(s, buf, got);
+        }
+        for (;;) {
+            r = recv(s->fd, (char *)buf + got, n - got, 0);
+            if (r >= 0 || (errno != EINTR && errno != EAGAIN &&
+                           errno != EWOULDBLOCK)) {
+                break;
+            }
+            if (errno != EINTR && usock__wait(s, USOCK__IN, &dl) < 0) {
+                return read_failed(s, buf, got);
+            }
+        }
+        if (r < 0) {
+            return read_failed(s, buf, got);
+        }
+        if (r == 0) {
+            break; /* end of stream: a short read */
+        }
+        got += (size_t)r;
+    }
+    return (ssize_t)got;
+}
+
+/* Length of the line at the front of the buffer, searching from `from`
+ * and at most `max` bytes; 0 while no '\n' is found within max. */
+static size_t line_len(const struct usock__rbuf *rb, size_t from, size_t max)
+{
+    size_t lim = rb->len < max ? rb->len : max;
+    const char *p = memchr(rb->buf + rb->off + from, '\n',
+                           lim > from ? lim - from : 0);
+    return p ? (size_t)(p - (rb->buf + rb->off)) + 1 : 0;
+}
+
+ssize_t usock_readline(usock_t *s, char *buf, size_t n)
+{
+    int64_t dl = USOCK__DL_UNSET;
+    size_t max, k, scanned = 0;
+
+
+    if (usock__check_io(s, buf, n) < 0 || n == 0) {
+        return usock__fail(EINVAL);
+    }
+    max = n - 1;
+    while ((k = line_len(&s->rb, scanned, max)) == 0 && s->rb.len < max) {
+        scanned = s->rb.len;
+        if (usock__cancelled()) {
+            return usock__fail(ECANCELED);
+        }
+        ssize_t r = rb_fill(s, RB_CHUNK, &dl);
+        if (r < 0) {
+            return -1; /* what was read stays buffered */
+        }
+        if (r == 0) {
+            break; /* end of stream: the tail, then 0 */
+        }
+    }
+    if (k == 0) {
+        k = s->rb.len < max ? s->rb.len : max;
+    }
+    usock__rb_take(s, buf, k);
+    buf[k] = '\0';
+    return (ssize_t)k;
+}

@@ -1,0 +1,368 @@
+/*
+ * Tasks: spawn, join, cancel, sleep, yield, run, deadlines.
+ *
+ * A spawned task lives at the top of its own stack, so spawning costs one
+ * cached stack and no other allocation:
+ *
+ *   stack.lo                                         stack.lo + stack.size
+ *   | guard | usable stack, grows down ◀────────────  | struct usock__task |
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <time.h>
+
+#include <usocket.h>
+
+#include "hub.h"
+
+static atomic_int last_id;
+static atomic_size_t stack_size = USOCK__STACK_DEFAULT;
+
+int usock__task_id(void)
+{
+    return atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
+}
+
+int usock__task_last_id(void)
+{
+    return atomic_load_explicit(&last_id, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Time                                                                    */
+/* ------------------------------------------------------------------------ */
+
+/* seconds * 1e9, rounded up (without libm). */
+static int64_t ceil_ns(double seconds)
+{
+    double x = seconds * 1e9;
+    int64_t ns = (int64_t)x;
+    return (double)ns < x ? ns + 1 : ns;
+}
+
+int64_t usock__seconds_to_ns(double seconds)
+{
+    if (seconds == USOCK_NONE) {
+        return -2;
+    }
+    if (isnan(seconds) || isinf(seconds) || seconds < 0) {
+        return -1;
+    }
+    /* About 292 years is the most an int64_t of ns can hold: clamp to 100
+     * years.  Round up so a positive timeout never becomes 0. */
+    if (seconds > 3.15e9) {
+        return (int64_t)3.15e18;
+    }
+    int64_t ns = ceil_ns(seconds);
+    return (ns == 0 && seconds > 0) ? 1 : ns;
+}
+
+int64_t usock__deadline(int64_t timeout_ns)
+{
+    struct usock_hub *h = usock__tls_hub;
+    int64_t d = USOCK__NEVER;
+
+    if (timeout_ns == 0) {
+        return 0;
+    }
+    if (timeout_ns > 0) {
+        d = usock__clock_ns() + timeout_ns;
+    }
+    if (h && h->current->deadline < d) {
+        d = h->current->deadline;
+    }
+    return d < 1 ? 1 : d;
+}
+
+double usock_now(void)
+{
+    return (double)usock__clock_ns() / 1e9;
+}
+
+double usock_setdeadline(double when)
+{
+    struct usock_hub *h = usock__hub_get();
+    double prev;
+    int64_t d;
+
+    if (!h) {
+        return USOCK_NONE;
+    }
+    d = h->current->deadline;
+    prev = d == USOCK__NEVER ? USOCK_NONE : (double)d / 1e9;
+    if (when == USOCK_NONE || isnan(when) || isinf(when)) {
+        h->current->deadline = USOCK__NEVER;
+    } else if (when <= 0) {
+        h->current->deadline = 1;
+    } else {
+        h->current->deadline = when > 9.2e9 ? USOCK__NEVER
+                                            : ceil_ns(when);
+    }
+    return prev;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Spawn and finish                                                        */
+/* ------------------------------------------------------------------------ */
+
+static void task_main(void *arg)
+{
+    struct usock__task *t = arg;
+    struct usock_hub *h = t->hub;
+
+    /* A task that finished just before us left its stack to release. */
+    if (h->zombie) {
+        struct usock__task *z = h->zombie;
+        h->zombie = NULL;
+        usock__task_free(z);
+    }
+    t->fn(t->arg);
+
+    /* Finished: wake the joiners and a waiting usock_run, then leave. */
+    while (t->joiners) {
+        usock__wake(t->joiners, 0);
+    }
+    usock__ids_del(h, t);
+    if (h->ntasks == 0 && h->run_waiter) {
+        usock__wake(h->run_waiter, 0);
+    }
+    usock__hub_exit(h);
+}
+
+void usock__task_free(struct usock__task *t)
+{
+    struct usock__stack st = t->stack;
+    usock__stack_put(&st);
+}
+
+int usock_setstacksize(size_t bytes)
+{
+    if (bytes < USOCK__STACK_MIN || bytes > USOCK__STACK_MAX) {
+        errno = EINVAL;
+        return -1;
+    }
+    atomic_store(&stack_size, bytes);
+    return 0;
+}
+
+int usock_spawn(void (*fn)(void *arg), void *arg)
+{
+    struct usock_hub *h = usock__hub_get();
+    struct usock__stack st;
+    struct usock__task *t;
+    size_t room;
+
+    if (!fn) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (!h || usock__hub_reactor(h) < 0) {
+        return -1;
+    }
+    if (usock__stack_get(&st, atomic_load(&stack_size)) < 0) {
+        return -1;
+    }
+    /* The task record sits at the top of the stack, 64-byte aligned. */
+    uintptr_t top = (uintptr_t)st.lo + st.size;
+    t = (struct usock__task *)((top - sizeof(*t)) & ~(uintptr_t)63);
+    room = (size_t)((uintptr_t)t - (uintptr_t)st.lo);
+    *t = (struct usock__task){.hub = h, .fn = fn, .arg = arg, .stack = st,
+                              .deadline = USOCK__NEVER};
+    t->id = usock__task_id();
+    t->cancelled = (unsigned char)__atomic_load_n(&h->shutdown,
+                                                  __ATOMIC_ACQUIRE);
+    if (usock__ids_add(h, t) < 0) {
+        usock__stack_put(&st);
+        errno = ENOMEM;
+        return -1;
+    }
+    usock__ctx_make(&t->ctx, st.lo, room, task_main, t);
+    usock__ready(h, t);
+    return t->id;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Join, cancel                                                            */
+/* ------------------------------------------------------------------------ */
+
+static void join_unlink(struct usock__wait *w)
+{
+    struct usock__task *t = w->owner;
+    struct usock__wait **p = &t->joiners;
+    while (*p && *p != w) {
+        p = &(*p)->next;
+    }
+    if (*p) {
+        *p = w->next;
+    }
+}
+
+/* Fail with errno e. */
+static int fail(int e)
+{
+    errno = e;
+    return -1;
+}
+
+int usock_join(int id, double timeout)
+{
+    struct usock_hub *h = usock__hub_get();
+    int64_t ns = usock__seconds_to_ns(timeout);
+    struct usock__task *t;
+    struct usock__wait w = {0};
+
+    if (!h || ns == -1) {
+        return fail(h ? EINVAL : ENOMEM);
+    }
+    if (id <= 0 || id > usock__task_last_id()) {
+        return fail(ESRCH);
+    }
+    if (h->current->cancelled) {
+        return fail(ECANCELED);
+    }
+    t = usock__task_find(h, id);
+    if (t == h->current) {
+        return fail(EDEADLK);
+    }
+    if (!t || t == &h->main) {
+        /* Finished (or the thread's own context, which never finishes
+         * while a task runs on it: treat it as not joinable). */
+        return t ? fail(EDEADLK) : 0;
+    }
+    int64_t dl = usock__deadline(ns == -2 ? -1 : ns);
+    if (dl == 0) {
+        return fail(ETIMEDOUT);
+    }
+    w.unlink = join_unlink;
+    w.owner = t;
+    w.next = t->joiners;
+    t->joiners = &w;
+    int r = usock__park(h, &w, dl);
+    return r ? fail(r) : 0;
+}
+
+int usock_cancel(int id)
+{
+    struct usock_hub *h = usock__hub_get();
+    struct usock__task *t;
+
+    if (!h) {
+        return -1;
+    }
+    if (id <= 0 || id > usock__task_last_id()) {
+        return fail(ESRCH);
+    }
+    t = usock__task_find(h, id);
+    if (!t) {
+        return 0; /* already finished */
+    }
+    t->cancelled = 1;
+    if (t->wait) {
+        usock__wake(t->wait, ECANCELED);
+    }
+    return 0;
+}
+
+int usock_self(void)
+{
+    struct usock_hub *h = usock__hub_get();
+    return h ? h->current->id : -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/*  Sleep, yield, run                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Sleep on a thread that has no reactor: nothing else can run anyway. */
+static int sleep_plain(int64_t until)
+{
+    struct timespec ts = {.tv_sec = until / 1000000000,
+                          .tv_nsec = until % 1000000000};
+    int r;
+    while ((r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)) ==
+           EINTR) {
+    }
+    return r;
+}
+
+int usock_sleep(double seconds)
+{
+    struct usock_hub *h = usock__hub_get();
+    int64_t ns = usock__seconds_to_ns(seconds);
+    struct usock__wait w = {0};
+
+    if (!h) {
+        return -1;
+    }
+    if (ns < 0) {
+        return fail(EINVAL);
+    }
+    if (h->current->cancelled) {
+        return fail(ECANCELED);
+    }
+    if (ns == 0) {
+        return usock_yield();
+    }
+    int64_t until = usock__clock_ns() + ns;
+    int64_t dl = usock__deadline(ns);
+    if (!h->has_reactor) {
+        sleep_plain(dl);
+    } else if (usock__park(h, &w, dl) != ETIMEDOUT) {
+        return fail(w.result);
+    }
+    /* The timer fired: the sleep is over, unless the task deadline cut it
+     * short. */
+    return dl < until ? fail(ETIMEDOUT) : 0;
+}
+
+int usock_yield(void)
+{
+    struct usock_hub *h = usock__hub_get();
+
+    if (!h) {
+        return -1;
+    }
+    if (h->current->cancelled) {
+        return fail(ECANCELED);
+    }
+    if (!h->has_reactor) {
+        return 0;
+    }
+    usock__ready(h, h->current);
+    usock__hub_block(h);
+    return 0;
+}
+
+static void run_unlink(struct usock__wait *w)
+{
+    w->task->hub->run_waiter = NULL;
+}
+
+int usock_run(void)
+{
+    struct usock_hub *h = usock__hub_get();
+    struct usock__wait w = {0};
+
+    if (!h) {
+        return -1;
+    }
+    if (h->current != &h->main || h->run_waiter) {
+        return fail(EDEADLK);
+    }
+    while (h->ntasks > 0) {
+        if (h->current->cancelled) {
+            return fail(ECANCELED);
+        }
+        w.unlink = run_unlink;
+        h->run_waiter = &w;
+        int r = usock__park(h, &w, usock__deadline(-1));
+        if (r) {
+            return fail(r);
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,161 @@
+/*
+ * usock__wait: the one place a socket call parks its task until the fd is
+ * ready, the deadline passes, the task is cancelled or the socket closed.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <poll.h>
+
+#include "internal.h"
+
+/* The interest mask of s: derived from its two waiter slots. */
+static int sock_mask(const struct usock *s)
+{
+    return (s->rwait && s->rwait->dir ? USOCK__IN : 0) |
+           (s->wwait && s->wwait->dir ? USOCK__OUT : 0);
+}
+
+static void update_mask(struct usock *s)
+{
+    struct usock__reactor *r = &s->hub->reactor;
+    int mask = sock_mask(s);
+
+    if (mask != s->io.events) {
+        r->ops->io_set(r, &s->io, s->fd, mask);
+    }
+}
+
+/* Readiness of s (a reactor callback): wake its waiters. */
+static void sock_ready(struct usock__io *io, int revents)
+{
+    struct usock *s = container_of(io, struct usock, io);
+
+    /* A waiter with dir 0 only waits for its timer (accept back-off). */
+    if ((revents & USOCK__IN) && s->rwait && s->rwait->dir) {
+        usock__wake(s->rwait, 0);
+    }
+    if ((revents & USOCK__OUT) && s->wwait && s->wwait->dir) {
+        usock__wake(s->wwait, 0);
+    }
+}
+
+/* Detach a socket wait record from its slot (the wait is over). */
+static void sock_unlink(struct usock__wait *w)
+{
+    struct usock *s = w->owner;
+
+    if (s->rwait == w) {
+        s->rwait = NULL;
+    } else if (s->wwait == w) {
+        s->wwait = NULL;
+    }
+    update_mask(s);
+}
+
+/* A thread with no reactor (no tasks ever): one direct poll(2). */
+static int wait_plain(struct usock *s, int dir, int64_t dl)
+{
+    struct pollfd p = {.fd = s->fd,
+                       .events = dir == USOCK__IN ? POLLIN : POLLOUT};
+    for (;;) {
+        int r = poll(&p, 1, usock__ms_until(dl));
+        if (r > 0) {
+            return p.revents & POLLNVAL ? usock__fail(EBADF) : 0;
+        }
+        if (r < 0 && errno != EINTR) {
+            return -1;
+        }
+        if (dl != USOCK__NEVER && usock__clock_ns() >= dl) {
+            return usock__fail(ETIMEDOUT);
+        }
+    }
+}
+
+int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
+{
+    struct usock_hub *h = usock__tls_hub;
+    struct usock__wait **slot = dir == USOCK__IN ? &s->rwait : &s->wwait;
+
+    if (*slot) {
+        return usock__fail(EBUSY);
+    }
+    if (s->hub != h) {
+        /* First wait on this hub (or the socket moved between threads):
+         * the old hub's watcher is idle, since nobody waits there. */
+        s->hub = h;
+        s->io.cb = sock_ready;
+        s->io.events = -1; /* unknown here: force the first io_set */
+    }
+    w->task = h->current;
+    w->result = 0;
+    w->unlink = sock_unlink;
+    w->owner = s;
+    w->dir = events;
+    usock__heap_node_init(&w->timer);
+    *slot = w;
+    update_mask(s);
+    return 0;
+}
+
+/* Park on s's slot for `dir`; events 0 means "timer only". */
+static int park_on(struct usock *s, int dir, int events, int64_t dl)
+{
+    struct usock__wait w = {0};
+
+    if (usock__watch(s, &w, dir, events) < 0) {
+        return -1;
+    }
+    int r = usock__park(usock__tls_hub, &w, dl);
+    return r ? usock__fail(r) : 0;
+}
+
+int usock__wait(struct usock *s, int dir, int64_t *dl)
+{
+    struct usock_hub *h;
+
+    if (*dl == USOCK__DL_UNSET) {
+        *dl = usock__deadline(s->timeout);
+    }
+    if (*dl == 0) {
+        return usock__fail(EAGAIN);
+    }
+    h = usock__hub_get();
+    if (!h) {
+        return -1;
+    }
+    if (h->current->cancelled) {
+        return usock__fail(ECANCELED);
+    }
+    if (!h->has_reactor) {
+        return wait_plain(s, dir, *dl);
+    }
+    return park_on(s, dir, dir, *dl);
+}
+
+int usock__backoff(struct usock *s, int dir, int64_t *dl, int64_t until)
+{
+    struct usock_hub *h;
+
+    if (*dl == USOCK__DL_UNSET) {
+        *dl = usock__deadline(s->timeout);
+    }
+    if (*dl == 0) {
+        return usock__fail(EAGAIN);
+    }
+    h = usock__hub_get();
+    if (!h || usock__hub_reactor(h) < 0) {
+        return -1;
+    }
+    if (h->current->cancelled) {
+        return usock__fail(ECANCELED);
+    }
+    int last = *dl <= until;
+    if (park_on(s, dir, 0, last ? *dl : until) == 0) {
+        return 0; /* only a close or cancel wakes with 0: not possible */
+    }
+    if (errno == ETIMEDOUT && !last) {
+        return 0;
+    }
+    return -1;
+}
