@@ -149,8 +149,12 @@ static inline void reap(struct usock_hub *h)
 static void switch_to(struct usock_hub *h, struct usock__task *from,
                       struct usock__task *to)
 {
+    void *fake = NULL;
+
     h->current = to;
+    usock__asan_leave(&fake, to);
     usock__ctx_switch(&from->ctx, &to->ctx);
+    usock__asan_arrive(fake);
     /* Back on `from`'s stack: whoever switched here set h->current. */
     reap(h);
 }
@@ -250,6 +254,7 @@ void usock__hub_exit(struct usock_hub *h)
     h->zombie = self;
     next = next_task(h);
     h->current = next;
+    usock__asan_leave(NULL, next);
     usock__ctx_switch(&self->ctx, &next->ctx);
     __builtin_unreachable();
 }
@@ -363,6 +368,10 @@ static void hub_destroy(void *arg)
         struct usock__task *t = h->ids[i], *next;
         for (; t; t = next) {
             next = t->hnext;
+            /* Sockets must not keep pointers into the freed stack. */
+            if (t->wait && t->wait->unlink) {
+                t->wait->unlink(t->wait);
+            }
             usock__task_free(t);
         }
     }
@@ -378,6 +387,20 @@ static void hub_destroy(void *arg)
     pthread_mutex_destroy(&h->lock);
     usock__stack_drain();
     free(h);
+}
+
+/* The bounds of the thread's own stack, for AddressSanitizer. */
+static void main_stack(struct usock__task *t)
+{
+#ifdef USOCK__ASAN
+    pthread_attr_t a;
+    if (pthread_getattr_np(pthread_self(), &a) == 0) {
+        pthread_attr_getstack(&a, &t->stack_lo, &t->stack_len);
+        pthread_attr_destroy(&a);
+    }
+#else
+    (void)t;
+#endif
 }
 
 static void make_key(void)
@@ -403,6 +426,7 @@ struct usock_hub *usock__hub_get(void)
     h->main.hub = h;
     h->main.deadline = USOCK__NEVER;
     h->main.id = usock__task_id();
+    main_stack(&h->main);
     h->current = &h->main;
     usock__tls_hub = h;
     pthread_setspecific(hub_key, h);

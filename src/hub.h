@@ -64,6 +64,8 @@ struct usock__task {
     struct usock__stack stack;    /* zeroed for the thread's own context */
     int64_t deadline;             /* task deadline, USOCK__NEVER if none */
     int id;
+    void *stack_lo;               /* for AddressSanitizer's fiber calls */
+    size_t stack_len;
     unsigned char cancelled;      /* sticky: every blocking call fails */
     unsigned char queued;         /* on the run queue */
 };
@@ -145,6 +147,40 @@ USOCK__HIDDEN void usock__task_free(struct usock__task *t);
 USOCK__HIDDEN int usock__task_id(void);
 /* Highest id issued so far. */
 USOCK__HIDDEN int usock__task_last_id(void);
+
+/*
+ * AddressSanitizer must be told about every stack switch, or it reports
+ * false errors: usock__asan_leave before usock__ctx_switch (NULL `fake`
+ * when the leaving task never comes back), usock__asan_arrive after it.
+ */
+#if defined(__SANITIZE_ADDRESS__)
+#define USOCK__ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define USOCK__ASAN 1
+#endif
+#endif
+#ifdef USOCK__ASAN
+#include <sanitizer/common_interface_defs.h>
+static inline void usock__asan_leave(void **fake, struct usock__task *to)
+{
+    __sanitizer_start_switch_fiber(fake, to->stack_lo, to->stack_len);
+}
+static inline void usock__asan_arrive(void *fake)
+{
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+}
+#else
+static inline void usock__asan_leave(void **fake, struct usock__task *to)
+{
+    (void)fake;
+    (void)to;
+}
+static inline void usock__asan_arrive(void *fake)
+{
+    (void)fake;
+}
+#endif
 
 /* Non-zero when the current task of this thread was cancelled. */
 static inline int usock__cancelled(void)

@@ -114,6 +114,7 @@ static void task_main(void *arg)
     struct usock__task *t = arg;
     struct usock_hub *h = t->hub;
 
+    usock__asan_arrive(NULL);
     /* A task that finished just before us left its stack to release. */
     if (h->zombie) {
         struct usock__task *z = h->zombie;
@@ -180,6 +181,8 @@ int usock_spawn(void (*fn)(void *arg), void *arg)
         errno = ENOMEM;
         return -1;
     }
+    t->stack_lo = st.lo;
+    t->stack_len = room;
     usock__ctx_make(&t->ctx, st.lo, room, task_main, t);
     usock__ready(h, t);
     return t->id;
