@@ -1,6 +1,6 @@
 /*
  * Task stacks: mmap'd, with a PROT_NONE guard page at the low end, cached per
- * thread (at most USOCK__STACK_CACHE of each size), registered with valgrind
+ * thread (at most USOCK__STACK_CACHE stacks in all), registered with valgrind
  * under --enable-valgrind.
  *
  *   base                 lo                                   lo + size
