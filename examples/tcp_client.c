@@ -1,1 +1,149 @@
-int main(void) { return 0; }
+/*
+ * tcp_client: the client of the Python socket tutorial.
+ *
+ *     tcp_client PORT [MESSAGE]
+ *
+ * It connects to 127.0.0.1:PORT, prints the server's greeting, sends MESSAGE
+ * (default "Hello,i am a client"), prints the reply, sends "exit" and
+ * closes:
+ *
+ *     -->> hello, i am server
+ *     -->>Loop_msg:Hello,i am a client!
+ *
+ * Replies are read with usock_read of their exact length, so however TCP
+ * splits them, each arrives whole.  Every call is bounded by a 10 s timeout.
+ * Exit status: 0 on success, 1 on any error, 2 on bad arguments.
+ */
+#include <usocket.h>
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GREETING        "hello, i am server"
+#define PREFIX          "Loop_msg:"
+#define DEFAULT_MESSAGE "Hello,i am a client"
+
+/* The server reads a message with one recv of at most 1024 bytes. */
+#define MAX_MESSAGE 1024
+
+/* Read exactly n bytes into buf (n + 1 bytes) and NUL-terminate them. */
+static int read_exact(usock_t *s, char *buf, size_t n, const char *what)
+{
+    ssize_t got = usock_read(s, buf, n);
+
+    if (got < 0) {
+        fprintf(stderr, "tcp_client: reading the %s: %s\n", what,
+                strerror(errno));
+        return -1;
+    }
+    buf[got] = '\0';
+    if ((size_t)got < n) {
+        fprintf(stderr, "tcp_client: the server closed before the %s\n", what);
+        return -1;
+    }
+    return 0;
+}
+
+/* Send the whole of msg. */
+static int send_all(usock_t *s, const char *msg)
+{
+    if (usock_sendall(s, msg, strlen(msg)) < 0) {
+        fprintf(stderr, "tcp_client: sending \"%s\": %s\n", msg,
+                strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* The conversation: greeting, one message and its reply, then "exit". */
+static int talk(usock_t *s, const char *msg)
+{
+    char buf[sizeof PREFIX + MAX_MESSAGE + 1];
+
+    if (read_exact(s, buf, strlen(GREETING), "greeting") < 0) {
+        return -1;
+    }
+    printf("-->> %s\n", buf);
+    if (strcmp(buf, GREETING) != 0) {
+        fprintf(stderr, "tcp_client: unexpected greeting\n");
+        return -1;
+    }
+    if (send_all(s, msg) < 0 ||
+        read_exact(s, buf, strlen(PREFIX) + strlen(msg) + 1, "reply") < 0) {
+        return -1;
+    }
+    printf("-->>%s\n", buf);
+    return send_all(s, "exit");
+}
+
+/* A socket connected to 127.0.0.1:port, or NULL after printing why. */
+static usock_t *connect_to(int port)
+{
+    usock_addr_t a;
+    usock_t *s = usock_socket(AF_INET, SOCK_STREAM, 0);
+
+    if (s == NULL) {
+        fprintf(stderr, "tcp_client: socket: %s\n", strerror(errno));
+        return NULL;
+    }
+    if (usock_settimeout(s, 10) < 0 ||
+        usock_addr_ip(&a, "127.0.0.1", port) < 0 || usock_connect(s, &a) < 0) {
+        fprintf(stderr, "tcp_client: connect to 127.0.0.1:%d: %s\n", port,
+                strerror(errno));
+        usock_close(s);
+        return NULL;
+    }
+    return s;
+}
+
+/* Parse "PORT [MESSAGE]"; returns the port, or -1 after the usage. */
+static int parse_args(int argc, char **argv, const char **msg)
+{
+    char *end;
+    long port;
+
+    if (argc < 2 || argc > 3) {
+        goto usage;
+    }
+    errno = 0;
+    port = strtol(argv[1], &end, 10);
+    if (errno != 0 || end == argv[1] || *end != '\0' || port < 1 ||
+        port > 65535) {
+        goto usage;
+    }
+    *msg = argc == 3 ? argv[2] : DEFAULT_MESSAGE;
+    /* "exit" would end the session, "" would wait for nothing. */
+    if (**msg == '\0' || strlen(*msg) > MAX_MESSAGE ||
+        strcmp(*msg, "exit") == 0) {
+        goto usage;
+    }
+    return (int)port;
+usage:
+    fprintf(stderr,
+            "usage: %s PORT [MESSAGE]   (MESSAGE: 1..%d bytes, not \"exit\")\n",
+            argv[0], MAX_MESSAGE);
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    const char *msg = NULL;
+    int port = parse_args(argc, argv, &msg);
+    usock_t *s;
+    int rc;
+
+    if (port < 0) {
+        return 2;
+    }
+    if ((s = connect_to(port)) == NULL) {
+        return 1;
+    }
+    rc = talk(s, msg);
+    if (usock_close(s) < 0) {
+        fprintf(stderr, "tcp_client: close: %s\n", strerror(errno));
+        rc = -1;
+    }
+    return rc < 0 ? 1 : 0;
+}
