@@ -5,12 +5,15 @@
  * and cancellation hold; a failed call surfaces as a failed stdio call with
  * errno set.  The FILE has a buffer of ours, so when stdio gives up its
  * read-ahead (switching an "r+b" stream from reading to writing, or fclose)
- * it asks the seek callback to step back, and the bytes it had not returned
- * are still in that buffer: they go back to the socket's own buffer.
+ * it asks the seek callback to step back, and the bytes stdio had not
+ * returned go back to the socket's own buffer from the last read.  In "r+b"
+ * glibc may already have written over its buffer by then, so such a stream
+ * reads from a copy of the last read (the shadow).  fclose of a reading stream does not seek: the
+ * close callback gives back the unread part of the FILE's buffer itself.
  *
- *   buf: [ ... bytes of the last read: last .. last+last_len ]
- *                               stdio returned these | read-ahead (k bytes)
- *   seek(-k, SEEK_CUR) → usock__unread(last + last_len - k, k)
+ *   last: [ the last read (in buf, or its copy in shadow): last_len bytes ]
+ *             stdio returned these | read-ahead (k bytes)
+ *   seek(-k, SEEK_CUR) → usock__unread(shadow + last_len - k, k)
  *
  * fclose flushes and frees the FILE and the cookie, never the socket.
  */
@@ -25,12 +28,18 @@
 
 #define FILE_BUF 8192
 
+/* glibc's flag of a FILE whose buffer holds output (libio.h). */
+#define FILE_PUTTING 0x800
+
 struct cookie {
     struct usock *s;
+    FILE *f;
     off64_t pos;        /* bytes read so far, minus bytes given back */
-    const char *last;   /* the last read, when it went into buf */
+    const char *last;   /* the last read: in buf ("rb") or shadow ("r+b") */
     size_t last_len;
+    int rw;             /* "r+b": keep the shadow */
     char buf[FILE_BUF];
+    char shadow[];      /* FILE_BUF bytes when rw */
 };
 
 static ssize_t c_read(void *v, char *out, size_t n)
@@ -41,8 +50,13 @@ static ssize_t c_read(void *v, char *out, size_t n)
     if (r < 0) {
         return -1;
     }
+    /* Reads straight into a caller's memory leave no read-ahead. */
     int ours = out >= c->buf && out < c->buf + sizeof(c->buf);
-    c->last = ours ? out : NULL;
+    c->last = out;
+    if (ours && c->rw) {
+        memcpy(c->shadow, out, (size_t)r);
+        c->last = c->shadow;
+    }
     c->last_len = ours ? (size_t)r : 0;
     c->pos += r;
     return r;
@@ -54,7 +68,6 @@ static ssize_t c_write(void *v, const char *in, size_t n)
     ssize_t r = usock_write(c->s, in, n);
 
     /* A short count tells stdio the rest failed; errno says why. */
-    c->last = NULL;
     c->last_len = 0;
     return r < 0 ? 0 : r;
 }
@@ -69,7 +82,7 @@ static int c_seek(void *v, off64_t *off, int whence)
         return -1;
     }
     if (back > 0) {
-        if (!c->last || (size_t)back > c->last_len ||
+        if ((size_t)back > c->last_len ||
             usock__unread(c->s, c->last + c->last_len - back,
                           (size_t)back) < 0) {
             errno = ESPIPE;
@@ -84,7 +97,16 @@ static int c_seek(void *v, off64_t *off, int whence)
 
 static int c_close(void *v)
 {
-    free(v);
+    struct cookie *c = v;
+#ifdef __GLIBC__
+    /* The FILE is intact until this returns: keep its read-ahead. */
+    FILE *f = c->f;
+    if (!(f->_flags & FILE_PUTTING) && f->_IO_read_ptr < f->_IO_read_end) {
+        usock__unread(c->s, f->_IO_read_ptr,
+                      (size_t)(f->_IO_read_end - f->_IO_read_ptr));
+    }
+#endif
+    free(c);
     return 0;
 }
 
@@ -99,17 +121,20 @@ FILE *usock_makefile(usock_t *s, const char *mode)
         errno = EINVAL;
         return NULL;
     }
-    c = calloc(1, sizeof(*c));
+    int rw = strchr(mode, '+') != NULL;
+    c = calloc(1, sizeof(*c) + (rw ? FILE_BUF : 0));
     if (!c) {
         errno = ENOMEM;
         return NULL;
     }
     c->s = s;
+    c->rw = rw;
     f = fopencookie(c, mode, io);
     if (!f) {
         free(c);
         return NULL;
     }
+    c->f = f;
     if (setvbuf(f, c->buf, _IOFBF, sizeof(c->buf)) != 0) {
         fclose(f);
         errno = ENOMEM;

@@ -172,7 +172,11 @@ int usock_poll(struct usock_pollfd *fds, size_t n, double timeout)
         own = dl;
     }
     if (!h->has_reactor) {
-        return poll_plain(fds, n, dl) < 0 ? -1 : scan(fds, n, NULL);
+        if (poll_plain(fds, n, dl) < 0) {
+            return -1;
+        }
+        r = scan(fds, n, NULL);
+        return r == 0 && own == -1 ? usock__fail(ETIMEDOUT) : r;
     }
     int big = n > POLL_STACK;
     pw.subs = big ? calloc(2 * n, sizeof(*pw.subs)) : small;
