@@ -3,17 +3,16 @@
  *
  * Reads and writes go through usock_recv/usock_write, so timeouts, deadlines
  * and cancellation hold; a failed call surfaces as a failed stdio call with
- * errno set.  The FILE has a buffer of ours, so when stdio gives up its
- * read-ahead (switching an "r+b" stream from reading to writing, or fclose)
- * it asks the seek callback to step back, and the bytes stdio had not
- * returned go back to the socket's own buffer from the last read.  In "r+b"
- * glibc may already have written over its buffer by then, so such a stream
- * reads from a copy of the last read (the shadow).  fclose of a reading stream does not seek: the
- * close callback gives back the unread part of the FILE's buffer itself.
+ * errno set.  stdio gives up its read-ahead by seeking back (fflush, or
+ * switching an "r+b" stream from reading to writing): the seek callback
+ * returns those bytes to the socket's own buffer from the last read, kept
+ * in the FILE's buffer (ours, by setvbuf) or, for "r+b", whose writes may
+ * already cover it, in a copy (the shadow).  fclose does not seek: the close
+ * callback gives back the unread part of the FILE's buffer itself.
  *
- *   last: [ the last read (in buf, or its copy in shadow): last_len bytes ]
- *             stdio returned these | read-ahead (k bytes)
- *   seek(-k, SEEK_CUR) → usock__unread(shadow + last_len - k, k)
+ *   last: [ the last read, in buf or shadow: last_len bytes ]
+ *           stdio returned these | read-ahead (k bytes)
+ *   seek(-k, SEEK_CUR) -> usock__unread(last + last_len - k, k)
  *
  * fclose flushes and frees the FILE and the cookie, never the socket.
  */
