@@ -62,6 +62,7 @@ static usock_t *accepted(usock_t *s, int fd, const usock_addr_t *from,
         return NULL;
     }
     c->connected = 1;
+    c->tried = 1;
     if (peer) {
         *peer = *from;
     }
@@ -150,6 +151,11 @@ int usock_connect(usock_t *s, const usock_addr_t *a)
     if (usock__cancelled()) {
         return usock__fail(ECANCELED);
     }
+    if (s->connected && s->type == SOCK_STREAM) {
+        /* Linux answers 0 once more after an asynchronous connect. */
+        return usock__fail(EISCONN);
+    }
+    s->tried = 1;
     if (connect(s->fd, &a->u.sa, a->len) == 0) {
         s->connected = 1;
         return 0;

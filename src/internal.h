@@ -40,6 +40,7 @@ struct usock {
     struct usock__rbuf rb;
     unsigned char listening;      /* listen() succeeded */
     unsigned char connected;      /* connect() or accept() succeeded */
+    unsigned char tried;          /* connect() was called, or accepted */
 };
 
 /* Default timeout for new sockets, in ns (-1 none). */

@@ -13,7 +13,7 @@
 /* EPIPE on a stream socket that never connected is ENOTCONN (B09). */
 static ssize_t send_failed(const struct usock *s)
 {
-    if (errno == EPIPE && s->type == SOCK_STREAM && !s->connected) {
+    if (errno == EPIPE && s->type == SOCK_STREAM && !s->tried) {
         errno = ENOTCONN;
     }
     return -1;

@@ -6,6 +6,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -144,13 +145,23 @@ int usock__backoff(struct usock *s, int dir, int64_t *dl, int64_t until)
         return usock__fail(EAGAIN);
     }
     h = usock__hub_get();
-    if (!h || usock__hub_reactor(h) < 0) {
+    if (!h) {
         return -1;
     }
     if (h->current->cancelled) {
         return usock__fail(ECANCELED);
     }
     int last = *dl <= until;
+    if (!h->has_reactor) {
+        /* No other task to run: a plain sleep (fds may be exhausted, so
+         * do not make a reactor now). */
+        struct timespec ts = {.tv_sec = (last ? *dl : until) / 1000000000,
+                              .tv_nsec = (last ? *dl : until) % 1000000000};
+        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
+               EINTR) {
+        }
+        return last ? usock__fail(ETIMEDOUT) : 0;
+    }
     if (park_on(s, dir, 0, last ? *dl : until) == 0) {
         return 0; /* only a close or cancel wakes with 0: not possible */
     }
