@@ -1,0 +1,469 @@
+/*
+ * The libev backend, the only file that includes <ev.h>.
+ *
+ * It runs on a loop of its own (standalone: the hub calls run_once) or on a
+ * daemon's loop (foreign: the daemon calls ev_run, and an ev_prepare
+ * watcher gives the hub its tick once per iteration).
+ *
+ * Each fd gets one persistent ev_io, started and stopped, never re-created.
+ * libev keeps pointers to active watchers, so the entries are allocated one
+ * by one and only the table of pointers to them grows:
+ *
+ *   fds:  [0] NULL | [1] NULL | ... | [7] ─▶ { ev_io io; w; mask; ... }
+ *                                              io.data ─▶ struct state
+ *
+ * An entry outlives io_forget and is reused when its fd number comes back.
+ *
+ * libev (as packaged, with asserts on) aborts when epoll_ctl says EBADF.  So
+ * the first start of an fd number is deferred to the prepare watcher, which
+ * runs just before libev hands changes to the kernel: it checks that the fd
+ * is open (one fcntl per fd number, not per wait), and a closed fd gets an
+ * EV_ERROR callback instead, as poll(2) reports POLLNVAL.  An fd that was
+ * started once and then closed without io_forget breaks the contract; libev
+ * may abort on it.
+ *
+ * On a foreign loop the internal watchers (async, prepare, alarm, soon) are
+ * ev_unref'd after they start and ev_ref'd before they stop, so they never
+ * keep the daemon's ev_run alive by themselves.  On our own loop they stay
+ * referenced, or ev_run(EVRUN_ONCE) would not block.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <ev.h>
+
+#include "reactor.h"
+
+#define MIN_FDS 1024
+
+struct entry {
+    ev_io io;            /* first member: on_io casts back to the entry */
+    struct usock__io *w; /* the watcher, NULL when none */
+    struct entry *next;  /* on the list of entries to check and start */
+    int mask;            /* USOCK__ mask wanted */
+    int open;            /* the fd was checked open since io_forget */
+    int queued;          /* on the list */
+};
+
+struct state {
+    struct ev_loop *loop;
+    struct usock__reactor *r;
+    int foreign;        /* the loop is the daemon's: never destroyed */
+    struct entry **fds; /* fd -> entry, NULL when never used */
+    size_t nfds;
+    ev_async wake;       /* wakeup(): thread-safe */
+    ev_timer until;      /* run_once's deadline */
+    ev_timer alarm;      /* timer_set() on a foreign loop */
+    ev_idle soon;        /* timer_set() with a deadline already past */
+    ev_prepare prep;     /* hooks.tick on a foreign loop; starts */
+    struct entry *fresh; /* entries to check and start before waiting */
+    int calls;           /* callbacks made since run_once started */
+    int woken;           /* wakeup() seen since run_once started */
+};
+
+/* Called after an internal watcher starts and before it stops. */
+static void unref_started(struct state *s)
+{
+    if (s->foreign) {
+        ev_unref(s->loop);
+    }
+}
+
+static void ref_stopping(struct state *s)
+{
+    if (s->foreign) {
+        ev_ref(s->loop);
+    }
+}
+
+/* libev revents as USOCK__ bits.  EV_ERROR means libev found the fd
+ * invalid and stopped the watcher. */
+static int to_usock(int revents)
+{
+    if (revents & EV_ERROR) {
+        return USOCK__IN | USOCK__OUT | USOCK__ERR;
+    }
+    return ((revents & EV_READ) ? USOCK__IN : 0) |
+           ((revents & EV_WRITE) ? USOCK__OUT : 0);
+}
+
+static int to_ev(int events)
+{
+    return ((events & USOCK__IN) ? EV_READ : 0) |
+           ((events & USOCK__OUT) ? EV_WRITE : 0);
+}
+
+static void on_io(struct ev_loop *loop, ev_io *io, int revents)
+{
+    struct entry *e = (struct entry *)io;
+    struct state *s = io->data;
+    int ev = to_usock(revents);
+
+    if (revents & EV_ERROR) {
+        e->open = 0; /* libev stopped io: check the fd again at restart. */
+    }
+    if (e->w == NULL || ev == 0) {
+        return;
+    }
+    s->calls++;
+    e->w->cb(e->w, ev);
+}
+
+static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
+{
+    struct state *s = a->data;
+
+    s->woken = 1;
+}
+
+static void on_until(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    /* Nothing to do: the iteration ends and run_once checks the clock. */
+}
+
+/* The alarm expired and libev stopped it: take back the reference that
+ * stopping dropped.  The loop iterates, and the prepare watcher ticks. */
+static void on_alarm(struct ev_loop *loop, ev_timer *t, int revents)
+{
+    ref_stopping(t->data);
+}
+
+static void on_soon(struct ev_loop *loop, ev_idle *i, int revents)
+{
+    struct state *s = i->data;
+
+    ref_stopping(s);
+    ev_idle_stop(loop, i);
+}
+
+/* Start the fresh entries, each for an fd checked open; a closed one gets
+ * EV_ERROR.  An entry forgotten while queued (mask 0) is skipped. */
+static void start_fresh(struct state *s)
+{
+    struct entry *e;
+
+    while ((e = s->fresh) != NULL) {
+        s->fresh = e->next;
+        e->queued = 0;
+        if (e->mask == 0) {
+            continue;
+        }
+        if (fcntl(e->io.fd, F_GETFD) < 0) {
+            ev_feed_event(s->loop, &e->io, EV_ERROR);
+            continue;
+        }
+        e->open = 1;
+        ev_io_set(&e->io, e->io.fd, to_ev(e->mask));
+        ev_io_start(s->loop, &e->io);
+    }
+}
+
+/* Before each wait: the hub's tick on a foreign loop, then the starts it
+ * (or anyone since the last iteration) asked for.  So tick must not destroy
+ * the reactor. */
+static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
+{
+    struct state *s = p->data;
+
+    if (s->foreign && s->r->hooks.tick != NULL) {
+        s->r->hooks.tick(s->r->hooks.owner);
+    }
+    start_fresh(s);
+}
+
+/* Seconds from now until deadline for an ev_timer, rounded up to the
+ * microsecond.  Our clock is read before libev's, so the timer's absolute
+ * time (libev's now + delay) is never before the deadline. */
+static ev_tstamp delay_until(struct state *s, int64_t deadline)
+{
+    int64_t left = deadline - usock__clock_ns();
+    int64_t us;
+
+    ev_now_update(s->loop);
+    if (left <= 0) {
+        return 0.;
+    }
+    us = left / 1000 + (left % 1000 != 0);
+    return (ev_tstamp)us / 1e6;
+}
+
+/* Grow the fd table to cover fd; new entries are NULL. */
+static int grow(struct state *s, int fd)
+{
+    size_t n = s->nfds ? s->nfds : MIN_FDS;
+    struct entry **t;
+
+    while (n <= (size_t)fd) {
+        n *= 2;
+    }
+    t = realloc(s->fds, n * sizeof(struct entry *));
+    if (t == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    memset(t + s->nfds, 0, (n - s->nfds) * sizeof(struct entry *));
+    s->fds = t;
+    s->nfds = n;
+    return 0;
+}
+
+/* The entry of fd, made on first use.  NULL with errno ENOMEM. */
+static struct entry *entry_of(struct state *s, int fd)
+{
+    struct entry *e;
+
+    if ((size_t)fd >= s->nfds && grow(s, fd) != 0) {
+        return NULL;
+    }
+    e = s->fds[fd];
+    if (e == NULL) {
+        e = calloc(1, sizeof(*e));
+        if (e == NULL) {
+            return NULL;
+        }
+        ev_io_init(&e->io, on_io, fd, 0);
+        e->io.data = s;
+        s->fds[fd] = e;
+    }
+    return e;
+}
+
+static void start_internal(struct state *s)
+{
+    ev_async_init(&s->wake, on_wake);
+    ev_timer_init(&s->until, on_until, 0., 0.);
+    ev_timer_init(&s->alarm, on_alarm, 0., 0.);
+    ev_idle_init(&s->soon, on_soon);
+    ev_prepare_init(&s->prep, on_prepare);
+    s->wake.data = s->until.data = s->alarm.data = s;
+    s->soon.data = s->prep.data = s;
+    ev_async_start(s->loop, &s->wake);
+    unref_started(s);
+    ev_prepare_start(s->loop, &s->prep);
+    unref_started(s);
+}
+
+static int init(struct usock__reactor *r, void *foreign_loop)
+{
+    struct state *s = calloc(1, sizeof(*s));
+
+    if (s == NULL) {
+        return -1;
+    }
+    s->r = r;
+    s->foreign = foreign_loop != NULL;
+    s->loop = foreign_loop;
+    if (s->loop == NULL) {
+        errno = 0;
+        s->loop = ev_loop_new(EVFLAG_AUTO);
+        if (s->loop == NULL) {
+            errno = errno ? errno : ENOMEM;
+            free(s);
+            return -1;
+        }
+    }
+    start_internal(s);
+    r->impl = s;
+    return 0;
+}
+
+/* Stop the alarm and the idle watcher of timer_set, if they run. */
+static void stop_alarm(struct state *s)
+{
+    if (ev_is_active(&s->alarm)) {
+        ref_stopping(s);
+        ev_timer_stop(s->loop, &s->alarm);
+    }
+    if (ev_is_active(&s->soon)) {
+        ref_stopping(s);
+        ev_idle_stop(s->loop, &s->soon);
+    }
+}
+
+static void destroy(struct usock__reactor *r)
+{
+    struct state *s = r->impl;
+    size_t fd;
+
+    if (s == NULL) {
+        return;
+    }
+    for (fd = 0; fd < s->nfds; fd++) {
+        if (s->fds[fd] != NULL) {
+            ev_io_stop(s->loop, &s->fds[fd]->io);
+            free(s->fds[fd]);
+        }
+    }
+    free(s->fds);
+    stop_alarm(s);
+    ev_timer_stop(s->loop, &s->until);
+    ref_stopping(s);
+    ev_prepare_stop(s->loop, &s->prep);
+    ref_stopping(s);
+    ev_async_stop(s->loop, &s->wake);
+    if (!s->foreign) {
+        ev_loop_destroy(s->loop);
+    }
+    free(s);
+    r->impl = NULL;
+}
+
+/* A new watcher takes fd over: the old one is told it watches nothing. */
+static void take_over(struct entry *e, struct usock__io *w, int events)
+{
+    if (e->w != NULL && e->w != w) {
+        e->w->events = 0;
+    }
+    e->w = events != 0 ? w : NULL;
+}
+
+/* Start e's ev_io for its fd.  An fd number not yet checked open waits
+ * for start_fresh. */
+static void start(struct state *s, struct entry *e)
+{
+    if (!e->open) {
+        if (!e->queued) {
+            e->queued = 1;
+            e->next = s->fresh;
+            s->fresh = e;
+        }
+        return;
+    }
+    /* Set the fd again, always: it may be a new file with an old number
+     * (ev.pod, "the special problem of disappearing file descriptors"). */
+    ev_io_set(&e->io, e->io.fd, to_ev(e->mask));
+    ev_io_start(s->loop, &e->io);
+}
+
+static int io_set(struct usock__reactor *r, struct usock__io *w, int fd,
+                  int events)
+{
+    struct state *s = r->impl;
+    struct entry *e;
+
+    if (fd < 0) {
+        errno = EBADF;
+        return -1;
+    }
+    events &= USOCK__IN | USOCK__OUT;
+    if (events == 0 && ((size_t)fd >= s->nfds || s->fds[fd] == NULL)) {
+        e = NULL;
+    } else if ((e = entry_of(s, fd)) == NULL) {
+        return -1;
+    }
+    w->fd = fd;
+    w->events = events;
+    if (e == NULL) {
+        return 0;
+    }
+    take_over(e, w, events);
+    if (e->mask == events &&
+        (events == 0 || ev_is_active(&e->io) || e->queued)) {
+        return 0;
+    }
+    /* Stopping also drops an event still pending for the old mask. */
+    ev_io_stop(s->loop, &e->io);
+    e->mask = events;
+    if (events != 0) {
+        start(s, e);
+    }
+    return 0;
+}
+
+static void io_forget(struct usock__reactor *r, int fd)
+{
+    struct state *s = r->impl;
+    struct entry *e;
+
+    if (fd < 0 || (size_t)fd >= s->nfds || s->fds[fd] == NULL) {
+        return;
+    }
+    e = s->fds[fd];
+    /* ev_io_stop clears a pending event too, even on a stopped watcher. */
+    ev_io_stop(s->loop, &e->io);
+    if (e->w != NULL) {
+        e->w->events = 0;
+    }
+    e->w = NULL;
+    e->mask = 0;
+    e->open = 0;
+}
+
+/* Foreign loop only: make the loop iterate, and so tick, at or after
+ * deadline.  A deadline already past uses an idle watcher, so the loop does
+ * not sleep (libev waits at least its backend's minimum for a timer). */
+static void timer_set(struct usock__reactor *r, int64_t deadline)
+{
+    struct state *s = r->impl;
+
+    if (!s->foreign) {
+        return;
+    }
+    stop_alarm(s);
+    if (deadline == USOCK__NEVER) {
+        return;
+    }
+    if (deadline <= usock__clock_ns()) {
+        ev_idle_start(s->loop, &s->soon);
+    } else {
+        ev_timer_set(&s->alarm, delay_until(s, deadline), 0.);
+        ev_timer_start(s->loop, &s->alarm);
+    }
+    unref_started(s);
+}
+
+static void wakeup(struct usock__reactor *r)
+{
+    struct state *s = r->impl;
+
+    ev_async_send(s->loop, &s->wake);
+}
+
+/* One loop iteration with `until` armed for the deadline. */
+static void iterate(struct state *s, int64_t deadline)
+{
+    if (deadline != USOCK__NEVER) {
+        ev_timer_set(&s->until, delay_until(s, deadline), 0.);
+        ev_timer_start(s->loop, &s->until);
+    }
+    ev_run(s->loop, EVRUN_ONCE);
+    ev_timer_stop(s->loop, &s->until);
+}
+
+/* A past deadline (0 included) polls without blocking.  Otherwise iterate
+ * until a callback, a wake-up or the deadline: libev may wake a little
+ * early, and a wait never ends before its deadline.  On a foreign loop one
+ * iteration is made, as other watchers there may be what the caller awaits. */
+static int run_once(struct usock__reactor *r, int64_t deadline)
+{
+    struct state *s = r->impl;
+
+    s->calls = 0;
+    s->woken = 0;
+    if (deadline != USOCK__NEVER && deadline <= usock__clock_ns()) {
+        ev_run(s->loop, EVRUN_NOWAIT);
+        return s->calls;
+    }
+    do {
+        iterate(s, deadline);
+    } while (!s->foreign && s->calls == 0 && !s->woken &&
+             (deadline == USOCK__NEVER || usock__clock_ns() < deadline));
+    return s->calls;
+}
+
+/* The libev backend: standalone on its own loop, or on a daemon's loop. */
+const struct usock__reactor_ops usock__reactor_ev = {
+    .name = "ev",
+    .init = init,
+    .destroy = destroy,
+    .io_set = io_set,
+    .io_forget = io_forget,
+    .timer_set = timer_set,
+    .wakeup = wakeup,
+    .run_once = run_once,
+};

@@ -1,0 +1,75 @@
+/*
+ * What both backends share: choosing one at run time, and the monotonic
+ * clock with its conversion to a poll(2) timeout.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "reactor.h"
+
+#define NS_PER_MS 1000000
+
+/* The backend used when $USOCKET_REACTOR is unset or empty. */
+static const struct usock__reactor_ops *default_ops(void)
+{
+#ifdef HAVE_LIBEV
+    return &usock__reactor_ev;
+#else
+    return &usock__reactor_poll;
+#endif
+}
+
+/* The backend named by $USOCKET_REACTOR, read at each call: "ev", "poll", or
+ * unset/empty for the default (ev when built with libev, else poll).  NULL
+ * with errno ENOTSUP for any other name, or for "ev" without libev. */
+const struct usock__reactor_ops *usock__reactor_pick(void)
+{
+    const char *name = getenv("USOCKET_REACTOR");
+
+    if (name == NULL || name[0] == '\0') {
+        return default_ops();
+    }
+    if (strcmp(name, "poll") == 0) {
+        return &usock__reactor_poll;
+    }
+#ifdef HAVE_LIBEV
+    if (strcmp(name, "ev") == 0) {
+        return &usock__reactor_ev;
+    }
+#endif
+    errno = ENOTSUP;
+    return NULL;
+}
+
+/* Nanoseconds on CLOCK_MONOTONIC, which never jumps with the wall clock. */
+int64_t usock__clock_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Milliseconds from now until deadline, rounded up so that a poll(2) with
+ * this timeout never returns before the deadline: -1 for USOCK__NEVER, 0
+ * when the deadline has passed, at most INT_MAX. */
+int usock__ms_until(int64_t deadline)
+{
+    int64_t now, left, ms;
+
+    if (deadline == USOCK__NEVER) {
+        return -1;
+    }
+    now = usock__clock_ns();
+    if (deadline <= now) {
+        return 0;
+    }
+    left = deadline - now;
+    ms = left / NS_PER_MS + (left % NS_PER_MS != 0);
+    return ms > INT_MAX ? INT_MAX : (int)ms;
+}
