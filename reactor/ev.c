@@ -36,6 +36,8 @@
 #include <string.h>
 
 #include <ev.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 
 #include "reactor.h"
 
@@ -62,6 +64,7 @@ struct state {
     ev_idle soon;        /* timer_set() with a deadline already past */
     ev_prepare prep;     /* hooks.tick on a foreign loop; starts */
     struct entry *fresh; /* entries to check and start before waiting */
+    int held;            /* we hold a reference: the hub is busy */
     int calls;           /* callbacks made since run_once started */
     int woken;           /* wakeup() seen since run_once started */
 };
@@ -163,6 +166,17 @@ static void start_fresh(struct state *s)
     }
 }
 
+/* Keep the foreign loop alive while the hub has work, and only then. */
+static void hold(struct state *s, int busy)
+{
+    if (busy && !s->held) {
+        ev_ref(s->loop);
+    } else if (!busy && s->held) {
+        ev_unref(s->loop);
+    }
+    s->held = busy;
+}
+
 /* Before each wait: the hub's tick on a foreign loop, then the starts it
  * (or anyone since the last iteration) asked for.  So tick must not destroy
  * the reactor. */
@@ -172,6 +186,10 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 
     if (s->foreign && s->r->hooks.tick != NULL) {
         s->r->hooks.tick(s->r->hooks.owner);
+    }
+    if (s->foreign) {
+        hold(s, s->r->hooks.busy != NULL &&
+                    s->r->hooks.busy(s->r->hooks.owner));
     }
     start_fresh(s);
 }
@@ -267,6 +285,19 @@ static int init(struct usock__reactor *r, void *foreign_loop)
             return -1;
         }
     }
+    /* libev aborts when it cannot make its wake-up fd: make sure one fd is
+     * free first, and fail politely when none is. */
+    int probe = eventfd(0, EFD_CLOEXEC);
+    if (probe < 0) {
+        int e = errno;
+        if (!s->foreign) {
+            ev_loop_destroy(s->loop);
+        }
+        free(s);
+        errno = e;
+        return -1;
+    }
+    close(probe);
     start_internal(s);
     r->impl = s;
     return 0;
@@ -300,6 +331,7 @@ static void destroy(struct usock__reactor *r)
         }
     }
     free(s->fds);
+    hold(s, 0);
     stop_alarm(s);
     ev_timer_stop(s->loop, &s->until);
     ref_stopping(s);
@@ -334,9 +366,11 @@ static void start(struct state *s, struct entry *e)
         }
         return;
     }
-    /* Set the fd again, always: it may be a new file with an old number
-     * (ev.pod, "the special problem of disappearing file descriptors"). */
-    ev_io_set(&e->io, e->io.fd, to_ev(e->mask));
+    /* The fd is the one start_fresh set (ev.pod, "the special problem of
+     * disappearing file descriptors"): only the mask changes, so libev
+     * need not tell the kernel again when the old mask comes back before
+     * the next wait. */
+    ev_io_modify(&e->io, to_ev(e->mask));
     ev_io_start(s->loop, &e->io);
 }
 

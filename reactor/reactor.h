@@ -49,13 +49,17 @@ struct usock__io {
 };
 
 /*
- * Called by the reactor when it runs on a foreign (daemon's) loop: the hub
- * gets control once per loop iteration to run its ready tasks, and `timer`
- * fires the hub's wake-up timer set with timer_set.  In standalone mode
- * run_once handles both and these are only called from within run_once.
+ * How a reactor on a foreign (daemon's) loop reaches the hub: `tick` runs
+ * once per loop iteration, before the loop blocks, to run the hub's ready
+ * tasks; the wake-up timer armed with timer_set makes the loop iterate (and
+ * so tick) at a deadline.  `busy` says whether the hub still has work (tasks
+ * alive, or the thread's own context blocked in a call): while it does, the
+ * backend holds a reference on the loop so the daemon's ev_run does not
+ * return.  In standalone mode neither is used.
  */
 struct usock__reactor_hooks {
-    void (*tick)(void *owner);  /* once per loop iteration, before blocking */
+    void (*tick)(void *owner);
+    int (*busy)(void *owner);
     void *owner;
 };
 

@@ -193,6 +193,14 @@ static void embed_tick(void *owner)
                               h->rq_head ? 1 : n ? n->key : USOCK__NEVER);
 }
 
+/* Embedded: the hub has work while tasks live or the thread's own context
+ * waits in a blocking call. */
+static int embed_busy(void *owner)
+{
+    struct usock_hub *h = owner;
+    return h->ntasks > 0 || h->rq_head != NULL || h->main.wait != NULL;
+}
+
 /* A blocking call made by the daemon's own code: run the daemon's loop one
  * iteration at a time until the call's wait is over. */
 static void embed_block(struct usock_hub *h)
@@ -446,6 +454,7 @@ int usock__hub_reactor(struct usock_hub *h)
     }
     h->reactor.ops = ops;
     h->reactor.hooks.tick = NULL;
+    h->reactor.hooks.busy = NULL;
     h->reactor.hooks.owner = h;
     if (ops->init(&h->reactor, NULL) < 0) {
         return -1;
@@ -497,6 +506,7 @@ int usock_hub_use_ev_loop(struct ev_loop *loop)
     }
     h->reactor.ops = ops;
     h->reactor.hooks.tick = embed_tick;
+    h->reactor.hooks.busy = embed_busy;
     h->reactor.hooks.owner = h;
     if (ops->init(&h->reactor, loop) < 0) {
         return -1;
