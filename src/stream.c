@@ -21,6 +21,9 @@ size_t usock__rb_take(struct usock *s, void *buf, size_t n)
     struct usock__rbuf *rb = &s->rb;
     size_t k = n < rb->len ? n : rb->len;
 
+    if (k == 0) {
+        return 0;
+    }
     memcpy(buf, rb->buf + rb->off, k);
     rb->off += k;
     rb->len -= k;
@@ -159,8 +162,12 @@ ssize_t usock_read(usock_t *s, void *buf, size_t n)
 static size_t line_len(const struct usock__rbuf *rb, size_t from, size_t max)
 {
     size_t lim = rb->len < max ? rb->len : max;
+
+    if (lim <= from) {
+        return 0;
+    }
     const char *p = memchr(rb->buf + rb->off + from, '\n',
-                           lim > from ? lim - from : 0);
+                           lim - from);
     return p ? (size_t)(p - (rb->buf + rb->off)) + 1 : 0;
 }
 

@@ -1,1 +1,778 @@
-int main(void) { return 77; }
+/*
+ * Suite "timeout": DESIGN's timeout table row by row, whole-call deadlines
+ * under a trickling peer, task deadlines, EINTR, and blocking connects.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <usocket.h>
+
+#include "helpers.h"
+
+/* A connect that blocks: the listener's accept queue (backlog 0) is full. */
+static usock_t *blocked_connect_target(usock_addr_t *a)
+{
+    usock_t *l = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    usock_t *first = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+
+    ck_assert_ok(usock_addr_ip(a, "127.0.0.1", 0));
+    ck_assert_ok(usock_bind(l, a));
+    ck_assert_ok(usock_listen(l, 0));
+    ck_assert_ok(usock_getsockname(l, a));
+    ck_assert_ok(usock_connect(first, a));
+    return l;
+}
+
+/* ---- the table ---------------------------------------------------------- */
+
+START_TEST(default_is_none)
+{
+    usock_t *c, *s;
+
+    ck_assert(usock_getdefaulttimeout() == USOCK_NONE);
+    c = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    ck_assert(usock_gettimeout(c) == -1.0);
+    ck_assert_ok(usock_close(c));
+    test_pair(&c, &s);
+    ck_assert(usock_gettimeout(s) == USOCK_NONE);
+}
+END_TEST
+
+START_TEST(timeout_zero)
+{
+    usock_addr_t a;
+    usock_t *l = test_listener(&a), *c, *s, *x;
+    char buf[8];
+    double t0 = usock_now();
+
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(s, 0));
+    ck_assert(usock_gettimeout(s) == 0);
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), EAGAIN);
+    ck_assert_errno(usock_read(s, buf, sizeof buf), EAGAIN);
+    ck_assert_errno(usock_readline(s, buf, sizeof buf), EAGAIN);
+    ck_assert_ok(usock_settimeout(l, 0));
+    ck_assert_errno_null(usock_accept(l, NULL), EAGAIN);
+    x = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    ck_assert_ok(usock_settimeout(x, 0));
+    ck_assert_errno(usock_connect(x, &a), EINPROGRESS);
+    ck_assert_duration(t0, 0, 0.05);
+}
+END_TEST
+
+/* T03: sending into a full buffer with timeout 0. */
+START_TEST(timeout_zero_full_buffer)
+{
+    static char chunk[65536];
+    usock_t *c, *s;
+    ssize_t n;
+    double t0;
+    long total = 0;
+
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(c, 0));
+    t0 = usock_now();
+    while ((n = usock_send(c, chunk, sizeof chunk)) > 0) {
+        total += n;
+        ck_assert_int_lt(total, 256L << 20);
+    }
+    ck_assert_int_eq(n, -1);
+    ck_assert_str_eq(test_errname(errno), "EAGAIN");
+    ck_assert_errno(usock_send(c, chunk, sizeof chunk), EAGAIN);
+    ck_assert_errno(usock_sendall(c, chunk, sizeof chunk), EAGAIN);
+    ck_assert_errno(usock_write(c, chunk, sizeof chunk), EAGAIN);
+    ck_assert_duration(t0, 0, 0.5);
+}
+END_TEST
+
+static void assert_recv_times_out(usock_t *s, double t)
+{
+    char buf[8];
+    double t0;
+
+    ck_assert_ok(usock_settimeout(s, t));
+    ck_assert_double_eq_tol(usock_gettimeout(s), t, 1e-6);
+    t0 = usock_now();
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, t, t + 0.3);
+}
+
+/* T01: t <= elapsed <= t + tol. */
+START_TEST(timeout_t_recv)
+{
+    usock_t *c, *s;
+
+    test_pair(&c, &s);
+    assert_recv_times_out(s, 0.001);
+    assert_recv_times_out(s, 0.01);
+    assert_recv_times_out(s, 0.1);
+    assert_recv_times_out(s, 0.3);
+    /* The socket still works after timeouts. */
+    ck_assert_count(usock_send(c, "ok", 2), 2);
+    char buf[4];
+    ck_assert_count(usock_read(s, buf, 2), 2);
+}
+END_TEST
+
+START_TEST(timeout_t_read_readline)
+{
+    usock_t *c, *s;
+    char buf[16];
+    double t0;
+
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(s, 0.1));
+    t0 = usock_now();
+    ck_assert_errno(usock_read(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, 0.1, 0.4);
+    t0 = usock_now();
+    ck_assert_errno(usock_readline(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, 0.1, 0.4);
+}
+END_TEST
+
+/* T08. */
+START_TEST(timeout_t_accept)
+{
+    usock_t *l = test_listener(NULL);
+    double t0;
+
+    ck_assert_ok(usock_settimeout(l, 0.2));
+    t0 = usock_now();
+    ck_assert_errno_null(usock_accept(l, NULL), ETIMEDOUT);
+    ck_assert_duration(t0, 0.2, 0.5);
+}
+END_TEST
+
+START_TEST(timeout_t_connect)
+{
+    usock_addr_t a;
+    usock_t *l = blocked_connect_target(&a);
+    usock_t *c = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    double t0 = usock_now();
+
+    ck_assert_ok(usock_settimeout(c, 0.3));
+    ck_assert_errno(usock_connect(c, &a), ETIMEDOUT);
+    ck_assert_duration(t0, 0.3, 0.6);
+    ck_assert_ptr_nonnull(l);
+}
+END_TEST
+
+/* B13. */
+START_TEST(timeout_bad_values)
+{
+    usock_t *s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+
+    ck_assert_ok(usock_settimeout(s, 2.0));
+    ck_assert_errno(usock_settimeout(s, -0.5), EINVAL);
+    ck_assert_errno(usock_settimeout(s, -2.0), EINVAL);
+    ck_assert_errno(usock_settimeout(s, NAN), EINVAL);
+    ck_assert_errno(usock_settimeout(s, INFINITY), EINVAL);
+    ck_assert_errno(usock_settimeout(s, -INFINITY), EINVAL);
+    ck_assert_double_eq_tol(usock_gettimeout(s), 2.0, 1e-6);
+    ck_assert_ok(usock_settimeout(s, USOCK_NONE));
+    ck_assert(usock_gettimeout(s) == USOCK_NONE);
+}
+END_TEST
+
+START_TEST(setblocking)
+{
+    usock_t *c, *s;
+    char buf[4];
+
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(s, 3.0));
+    ck_assert_ok(usock_setblocking(s, 0));
+    ck_assert(usock_gettimeout(s) == 0);
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), EAGAIN);
+    ck_assert_ok(usock_setblocking(s, 1));
+    ck_assert(usock_gettimeout(s) == USOCK_NONE);
+    ck_assert_ok(usock_setblocking(s, 0));
+    ck_assert_ok(usock_setblocking(s, 5));
+    ck_assert(usock_gettimeout(s) == USOCK_NONE);
+    /* Blocking again: waits for data. */
+    test_send_after(c, 0.05, "go", 2);
+    usock_setdeadline(usock_now() + 2.0);
+    ck_assert_count(usock_read(s, buf, 2), 2);
+}
+END_TEST
+
+START_TEST(timeout_huge)
+{
+    usock_t *c, *s;
+    char buf[4];
+    double t0;
+
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(s, 1e9));
+    ck_assert_double_eq_tol(usock_gettimeout(s), 1e9, 1e-6);
+    ck_assert_ok(usock_settimeout(s, 2147483.649));
+    ck_assert_double_eq_tol(usock_gettimeout(s), 2147483.649, 1e-6);
+    ck_assert_ok(usock_settimeout(s, 1e9));
+    /* It must not overflow into an immediate timeout. */
+    test_send_after(c, 0.05, "big", 3);
+    t0 = usock_now();
+    ck_assert_count(usock_read(s, buf, 3), 3);
+    ck_assert_duration(t0, 0.05, 0.5);
+    usock_setdeadline(usock_now() + 1e9);
+    test_send_after(c, 0.05, "dl", 2);
+    ck_assert_count(usock_read(s, buf, 2), 2);
+}
+END_TEST
+
+/* T02: never rounded down to 0, never early. */
+START_TEST(timeout_submillisecond)
+{
+    usock_t *c, *s;
+    char buf[4];
+
+    test_pair(&c, &s);
+    for (int i = 0; i < 20; i++) {
+        double t0;
+
+        ck_assert_ok(usock_settimeout(s, 0.0005));
+        t0 = usock_now();
+        ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+        ck_assert_duration(t0, 0.0005, 0.2);
+    }
+    ck_assert_ok(usock_settimeout(s, 1e-7));
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+}
+END_TEST
+
+static int spin_stop;
+
+static void spin_task(void *arg)
+{
+    (void)arg;
+    while (!spin_stop && usock_yield() == 0) {
+    }
+}
+
+/* Never early, even while the hub is busy and its loop turns constantly. */
+START_TEST(timeout_never_early_under_load)
+{
+    static const double ts[] = {0.0005, 0.001, 0.003, 0.02};
+    usock_t *c, *s;
+    char buf[4];
+    int id;
+
+    test_pair(&c, &s);
+    id = usock_spawn(spin_task, NULL);
+    ck_assert_int_gt(id, 0);
+    for (int i = 0; i < 40; i++) {
+        double t = ts[i % 4], t0;
+
+        ck_assert_ok(usock_settimeout(s, t));
+        t0 = usock_now();
+        ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+        ck_assert_duration(t0, t, t + 0.3);
+    }
+    spin_stop = 1;
+    ck_assert_ok(usock_join(id, 1.0));
+}
+END_TEST
+
+/* ---- whole-call deadlines (T05, T07) ------------------------------------ */
+
+struct trickle {
+    usock_t *s;
+    double every;
+    int sent;
+};
+
+static void trickle_task(void *arg)
+{
+    struct trickle *t = arg;
+
+    while (t->sent < 200) {
+        unsigned char b = (unsigned char)('A' + t->sent % 26);
+
+        if (usock_sleep(t->every) != 0 || usock_send(t->s, &b, 1) != 1) {
+            return;
+        }
+        t->sent++;
+    }
+}
+
+/* Stop the trickler and check that s holds exactly what it sent. */
+static void assert_all_kept(usock_t *s, struct trickle *t, int id)
+{
+    char buf[256];
+    ssize_t n, got = 0;
+
+    ck_assert_ok(usock_cancel(id));
+    ck_assert_ok(usock_join(id, 1.0));
+    ck_assert_ok(usock_sleep(0.02));
+    ck_assert_int_gt(t->sent, 2);
+    ck_assert_ok(usock_settimeout(s, 0));
+    while ((n = usock_recv(s, buf + got, sizeof buf - (size_t)got)) > 0) {
+        got += n;
+    }
+    ck_assert_str_eq(test_errname(errno), "EAGAIN");
+    ck_assert_int_eq(got, t->sent);
+    for (ssize_t i = 0; i < got; i++) {
+        ck_assert_int_eq(buf[i], 'A' + i % 26);
+    }
+}
+
+static void trickled(int kind)
+{
+    struct trickle t = {NULL, 0.05, 0};
+    usock_t *c, *s;
+    char buf[128];
+    double t0;
+    int id;
+
+    test_pair(&c, &s);
+    t.s = c;
+    id = usock_spawn(trickle_task, &t);
+    ck_assert_int_gt(id, 0);
+    ck_assert_ok(usock_settimeout(s, 0.3));
+    t0 = usock_now();
+    if (kind == 0) {
+        ck_assert_errno(usock_read(s, buf, 100), ETIMEDOUT);
+    } else {
+        ck_assert_errno(usock_readline(s, buf, 100), ETIMEDOUT);
+    }
+    ck_assert_duration(t0, 0.3, 0.45);
+    assert_all_kept(s, &t, id);
+}
+
+START_TEST(read_whole_call_deadline)
+{
+    trickled(0);
+}
+END_TEST
+
+START_TEST(readline_whole_call_deadline)
+{
+    trickled(1);
+}
+END_TEST
+
+struct slow_reader {
+    usock_t *s;
+    size_t got;
+    int stop;
+};
+
+static void slow_reader_task(void *arg)
+{
+    struct slow_reader *r = arg;
+    char buf[1024];
+    ssize_t n;
+
+    while (!r->stop && usock_sleep(0.02) == 0 &&
+           (n = usock_recv(r->s, buf, sizeof buf)) > 0) {
+        r->got += (size_t)n;
+    }
+}
+
+/* T05: a slowly reading peer does not extend sendall's timeout. */
+START_TEST(sendall_whole_call_deadline)
+{
+    size_t n = 16u << 20;
+    char *data = calloc(1, n);
+    struct slow_reader r = {NULL, 0, 0};
+    usock_t *c;
+    double t0;
+    int id;
+
+    ck_assert_ptr_nonnull(data);
+    test_pair(&c, &r.s);
+    id = usock_spawn(slow_reader_task, &r);
+    ck_assert_int_gt(id, 0);
+    ck_assert_ok(usock_settimeout(c, 0.3));
+    t0 = usock_now();
+    ck_assert_errno(usock_sendall(c, data, n), ETIMEDOUT);
+    ck_assert_duration(t0, 0.3, 0.45);
+    ck_assert_int_gt(r.got, 0);
+    r.stop = 1;
+    ck_assert_ok(usock_cancel(id));
+    free(data);
+}
+END_TEST
+
+static unsigned char pattern(size_t i)
+{
+    return (unsigned char)(i * 13 + (i >> 11));
+}
+
+/* usock_write reports the count it wrote before the timeout; the peer gets
+ * exactly that many bytes. */
+START_TEST(write_reports_count_on_timeout)
+{
+    size_t n = 16u << 20;
+    unsigned char *data = malloc(n), buf[65536];
+    usock_t *c, *s;
+    ssize_t w, got = 0, k;
+    double t0;
+
+    ck_assert_ptr_nonnull(data);
+    for (size_t i = 0; i < n; i++) {
+        data[i] = pattern(i);
+    }
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(c, 0.3));
+    t0 = usock_now();
+    errno = 0;
+    w = usock_write(c, data, n);
+    ck_assert_duration(t0, 0.3, 0.45);
+    ck_assert_int_gt(w, 0);
+    ck_assert_int_lt(w, (ssize_t)n);
+    ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+    /* The same with sendall: -1 ETIMEDOUT. */
+    t0 = usock_now();
+    ck_assert_errno(usock_sendall(c, data + w, n - (size_t)w), ETIMEDOUT);
+    ck_assert_duration(t0, 0.3, 0.45);
+    ck_assert_ok(usock_close(c));
+    ck_assert_ok(usock_settimeout(s, 2.0));
+    while (got < w && (k = usock_recv(s, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < k && got + i < w; i++) {
+            ck_assert_int_eq(buf[i], pattern((size_t)(got + i)));
+        }
+        got += k;
+    }
+    ck_assert_int_ge(got, w);
+    free(data);
+}
+END_TEST
+
+/* ---- task deadlines ----------------------------------------------------- */
+
+START_TEST(deadline_bounds_recv)
+{
+    usock_t *c, *s;
+    char buf[4];
+    double t0 = usock_now();
+
+    test_pair(&c, &s);
+    ck_assert(usock_gettimeout(s) == USOCK_NONE);
+    ck_assert(usock_setdeadline(t0 + 0.2) == USOCK_NONE);
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, 0.2, 0.5);
+    /* Every later call too, while the deadline stands. */
+    ck_assert_errno(usock_read(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, 0.2, 0.5);
+    usock_setdeadline(USOCK_NONE);
+    test_send_after(c, 0.05, "x", 1);
+    ck_assert_ok(usock_settimeout(s, 2.0));
+    ck_assert_count(usock_recv(s, buf, sizeof buf), 1);
+}
+END_TEST
+
+START_TEST(deadline_earlier_wins)
+{
+    usock_t *c, *s;
+    char buf[4];
+    double t0;
+
+    test_pair(&c, &s);
+    /* The socket's timeout comes first. */
+    ck_assert_ok(usock_settimeout(s, 0.1));
+    t0 = usock_now();
+    usock_setdeadline(t0 + 1.0);
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, 0.1, 0.4);
+    /* The deadline comes first. */
+    ck_assert_ok(usock_settimeout(s, 1.0));
+    t0 = usock_now();
+    usock_setdeadline(t0 + 0.15);
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, 0.15, 0.45);
+    usock_setdeadline(USOCK_NONE);
+}
+END_TEST
+
+START_TEST(deadline_bounds_accept_connect)
+{
+    usock_addr_t a;
+    usock_t *l = test_listener(NULL), *bl = blocked_connect_target(&a), *c;
+    double t0 = usock_now();
+
+    usock_setdeadline(t0 + 0.15);
+    ck_assert_errno_null(usock_accept(l, NULL), ETIMEDOUT);
+    ck_assert_duration(t0, 0.15, 0.45);
+    c = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    t0 = usock_now();
+    usock_setdeadline(t0 + 0.15);
+    ck_assert_errno(usock_connect(c, &a), ETIMEDOUT);
+    ck_assert_duration(t0, 0.15, 0.45);
+    usock_setdeadline(USOCK_NONE);
+    ck_assert_ptr_nonnull(bl);
+}
+END_TEST
+
+struct ticker {
+    long ticks;
+    double last, max_gap;
+    int stop;
+};
+
+static void ticker_task(void *arg)
+{
+    struct ticker *t = arg;
+
+    t->last = usock_now();
+    while (!t->stop && usock_sleep(0.001) == 0) {
+        double now = usock_now();
+
+        t->max_gap = now - t->last > t->max_gap ? now - t->last : t->max_gap;
+        t->last = now;
+        t->ticks++;
+    }
+}
+
+/* T04: recv(None) keeps blocking while other tasks run. */
+START_TEST(none_blocks_while_ticker_runs)
+{
+    struct test_op r = {.kind = TEST_RECV, .n = 16};
+    struct ticker t = {0, 0, 0, 0};
+    usock_t *c, *s;
+    int tid;
+
+    test_pair(&c, &s);
+    r.s = s;
+    test_spawn_op(&r);
+    tid = usock_spawn(ticker_task, &t);
+    ck_assert_int_gt(tid, 0);
+    ck_assert_ok(usock_sleep(0.3));
+    ck_assert_int_eq(r.done, 0);
+    ck_assert_ok(usock_sendall(c, "late", 4));
+    test_wait_op(&r, 2.0);
+    ck_assert_int_eq(r.rc, 4);
+    ck_assert_int_eq(memcmp(r.buf, "late", 4), 0);
+    t.stop = 1;
+    ck_assert_ok(usock_join(tid, 1.0));
+    ck_assert_int_gt(t.ticks, 50);
+    ck_assert_msg(t.max_gap < 0.1 * test_mult(), "ticker gap %.3f s",
+                  t.max_gap);
+}
+END_TEST
+
+/* ---- F12: cancel during write and connect ------------------------------- */
+
+START_TEST(cancel_during_write)
+{
+    size_t n = 16u << 20;
+    char *data = calloc(1, n), buf[65536];
+    struct test_op w = {.kind = TEST_WRITE};
+    usock_t *c, *s;
+    ssize_t got = 0, k;
+    int id;
+
+    ck_assert_ptr_nonnull(data);
+    test_pair(&c, &s);
+    w.s = c;
+    w.out = data;
+    w.n = n;
+    id = test_spawn_op(&w);
+    ck_assert_ok(usock_sleep(0.1));
+    ck_assert_int_eq(w.done, 0);
+    ck_assert_ok(usock_cancel(id));
+    ck_assert_ok(usock_join(id, 1.0));
+    ck_assert_int_gt(w.rc, 0);
+    ck_assert_int_lt(w.rc, (ssize_t)n);
+    ck_assert_str_eq(test_errname(w.err), "ECANCELED");
+    ck_assert_ok(usock_close(c));
+    ck_assert_ok(usock_settimeout(s, 2.0));
+    while ((k = usock_recv(s, buf, sizeof buf)) > 0) {
+        got += k;
+    }
+    ck_assert_int_eq(k, 0);
+    ck_assert_int_eq(got, w.rc);
+    free(data);
+}
+END_TEST
+
+START_TEST(cancel_during_connect)
+{
+    struct test_op op = {.kind = TEST_CONNECT};
+    usock_t *l = blocked_connect_target(&op.addr);
+    int id;
+
+    op.s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    id = test_spawn_op(&op);
+    ck_assert_ok(usock_sleep(0.05));
+    ck_assert_int_eq(op.done, 0);
+    ck_assert_ok(usock_cancel(id));
+    ck_assert_ok(usock_join(id, 1.0));
+    ck_assert_int_eq(op.rc, -1);
+    ck_assert_str_eq(test_errname(op.err), "ECANCELED");
+    ck_assert_ok(usock_close(op.s));
+    ck_assert_ptr_nonnull(l);
+}
+END_TEST
+
+START_TEST(close_during_connect)
+{
+    struct test_op op = {.kind = TEST_CONNECT};
+    usock_t *l = blocked_connect_target(&op.addr);
+
+    op.s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    test_spawn_op(&op);
+    ck_assert_ok(usock_sleep(0.05));
+    ck_assert_int_eq(op.done, 0);
+    ck_assert_ok(usock_close(op.s));
+    test_wait_op(&op, 0.5);
+    ck_assert_int_eq(op.rc, -1);
+    ck_assert_str_eq(test_errname(op.err), "EBADF");
+    ck_assert_ptr_nonnull(l);
+}
+END_TEST
+
+/* ---- F13: EINTR never reaches the caller -------------------------------- */
+
+static volatile sig_atomic_t alarms;
+
+static void on_alarm(int sig)
+{
+    (void)sig;
+    alarms++;
+}
+
+static void start_itimer(void)
+{
+    struct sigaction sa;
+    struct itimerval it = {{0, 1000}, {0, 1000}};
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_alarm;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; /* no SA_RESTART: system calls see EINTR */
+    ck_assert_ok(sigaction(SIGALRM, &sa, NULL));
+    ck_assert_ok(setitimer(ITIMER_REAL, &it, NULL));
+}
+
+static void stop_itimer(void)
+{
+    struct itimerval it = {{0, 0}, {0, 0}};
+
+    ck_assert_ok(setitimer(ITIMER_REAL, &it, NULL));
+}
+
+START_TEST(eintr_timeouts)
+{
+    usock_t *c, *s, *l = test_listener(NULL);
+    char buf[4];
+    double t0;
+
+    test_pair(&c, &s);
+    start_itimer();
+    ck_assert_ok(usock_settimeout(s, 0.3));
+    t0 = usock_now();
+    ck_assert_errno(usock_recv(s, buf, sizeof buf), ETIMEDOUT);
+    ck_assert_duration(t0, 0.3, 0.6);
+    ck_assert_ok(usock_settimeout(l, 0.2));
+    t0 = usock_now();
+    ck_assert_errno_null(usock_accept(l, NULL), ETIMEDOUT);
+    ck_assert_duration(t0, 0.2, 0.5);
+    t0 = usock_now();
+    ck_assert_ok(usock_sleep(0.2));
+    ck_assert_duration(t0, 0.2, 0.5);
+    /* recv(None) waits through the signals until the data comes. */
+    ck_assert_ok(usock_settimeout(s, USOCK_NONE));
+    test_send_after(c, 0.2, "sig", 3);
+    t0 = usock_now();
+    ck_assert_count(usock_read(s, buf, 3), 3);
+    ck_assert_duration(t0, 0.2, 0.5);
+    stop_itimer();
+    ck_assert_int_gt(alarms, 50);
+}
+END_TEST
+
+struct sum_sink {
+    usock_t *s;
+    size_t got, bad;
+};
+
+static void sum_sink_task(void *arg)
+{
+    struct sum_sink *k = arg;
+    unsigned char buf[10007];
+    ssize_t n;
+
+    while ((n = usock_recv(k->s, buf, sizeof buf)) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            k->bad += buf[i] != pattern(k->got + (size_t)i);
+        }
+        k->got += (size_t)n;
+    }
+}
+
+START_TEST(eintr_sendall)
+{
+    size_t n = 32u << 20;
+    unsigned char *data = malloc(n);
+    struct sum_sink k = {NULL, 0, 0};
+    usock_t *c;
+    int id;
+
+    ck_assert_ptr_nonnull(data);
+    for (size_t i = 0; i < n; i++) {
+        data[i] = pattern(i);
+    }
+    test_pair(&c, &k.s);
+    id = usock_spawn(sum_sink_task, &k);
+    ck_assert_int_gt(id, 0);
+    start_itimer();
+    ck_assert_ok(usock_settimeout(c, 20.0));
+    ck_assert_ok(usock_sendall(c, data, n));
+    ck_assert_ok(usock_shutdown(c, SHUT_WR));
+    ck_assert_ok(usock_join(id, 20.0));
+    stop_itimer();
+    ck_assert_uint_eq(k.got, n);
+    ck_assert_uint_eq(k.bad, 0);
+    free(data);
+}
+END_TEST
+
+/* ---- registration ------------------------------------------------------- */
+
+static void add_tests(TCase *tc)
+{
+    tcase_add_test(tc, default_is_none);
+    tcase_add_test(tc, timeout_zero);
+    tcase_add_test(tc, timeout_zero_full_buffer);
+    tcase_add_test(tc, timeout_t_recv);
+    tcase_add_test(tc, timeout_t_read_readline);
+    tcase_add_test(tc, timeout_t_accept);
+    tcase_add_test(tc, timeout_t_connect);
+    tcase_add_test(tc, timeout_bad_values);
+    tcase_add_test(tc, setblocking);
+    tcase_add_test(tc, timeout_huge);
+    tcase_add_test(tc, timeout_submillisecond);
+    tcase_add_test(tc, timeout_never_early_under_load);
+    tcase_add_test(tc, read_whole_call_deadline);
+    tcase_add_test(tc, readline_whole_call_deadline);
+    tcase_add_test(tc, sendall_whole_call_deadline);
+    tcase_add_test(tc, write_reports_count_on_timeout);
+    tcase_add_test(tc, deadline_bounds_recv);
+    tcase_add_test(tc, deadline_earlier_wins);
+    tcase_add_test(tc, deadline_bounds_accept_connect);
+    tcase_add_test(tc, none_blocks_while_ticker_runs);
+    tcase_add_test(tc, cancel_during_write);
+    tcase_add_test(tc, cancel_during_connect);
+    tcase_add_test(tc, close_during_connect);
+    tcase_add_test(tc, eintr_timeouts);
+    tcase_add_test(tc, eintr_sendall);
+}
+
+static Suite *timeout_suite(void)
+{
+    Suite *s = suite_create("timeout");
+
+    add_reactor_tcases(s, "timeout", add_tests, 30);
+    return s;
+}
+
+int main(void)
+{
+    return test_main(timeout_suite());
+}

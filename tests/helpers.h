@@ -1,0 +1,163 @@
+/*
+ * Shared helpers of the Check suites: reactor tcases, errno-aware and
+ * duration assertions, loopback listeners and pairs, fd limits.
+ *
+ * Include "config.h" first, then <check.h>, <usocket.h> and this file.
+ */
+#ifndef USOCK_TESTS_HELPERS_H
+#define USOCK_TESTS_HELPERS_H
+
+#include <check.h>
+#include <errno.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <usocket.h>
+
+/* Every socket a test opens through usock_socket or usock_accept stays
+ * reachable from a registry until the process exits, so LeakSanitizer
+ * (make check-asan) reports only memory the library itself loses, not the
+ * sockets a test did not bother to close.  errno is kept. */
+usock_t *test_track(usock_t *s);
+#define usock_socket(f, t, p) test_track(usock_socket((f), (t), (p)))
+#define usock_accept(s, a) test_track(usock_accept((s), (a)))
+
+/* Add tcases "<name>:ev" (when built with libev) and "<name>:poll" to s.
+ * Each has a checked fixture that selects its reactor through
+ * USOCKET_REACTOR (the hub is created lazily in the forked child, after the
+ * fixture ran) and puts SIGPIPE back to SIG_DFL; add(tc) adds the tests and
+ * the tcase gets a timeout of timeout_s seconds. */
+void add_reactor_tcases(Suite *s, const char *name, void (*add)(TCase *tc),
+                        int timeout_s);
+
+/* The symbolic name of an errno value ("ETIMEDOUT"), for messages. */
+const char *test_errname(int e);
+
+/* Assert that expr (evaluated once) fails with -1 and errno e. */
+#define ck_assert_errno(expr, e)                                              \
+    do {                                                                      \
+        errno = 0;                                                            \
+        long ck_rc_ = (long)(expr);                                           \
+        int ck_err_ = errno, ck_want_ = (e);                                  \
+        ck_assert_msg(ck_rc_ == -1 && ck_err_ == ck_want_,                    \
+                      "%s: expected -1 %s (%s), got %ld %s (%s)", #expr,      \
+                      test_errname(ck_want_), strerror(ck_want_), ck_rc_,     \
+                      test_errname(ck_err_), strerror(ck_err_));              \
+    } while (0)
+
+/* Assert that expr (evaluated once, a pointer) is NULL with errno e. */
+#define ck_assert_errno_null(expr, e)                                         \
+    do {                                                                      \
+        errno = 0;                                                            \
+        const void *ck_p_ = (expr);                                           \
+        int ck_err_ = errno, ck_want_ = (e);                                  \
+        ck_assert_msg(ck_p_ == NULL && ck_err_ == ck_want_,                   \
+                      "%s: expected NULL %s (%s), got %p %s (%s)", #expr,     \
+                      test_errname(ck_want_), strerror(ck_want_), ck_p_,      \
+                      test_errname(ck_err_), strerror(ck_err_));              \
+    } while (0)
+
+/* Assert that expr (evaluated once) returns 0, printing errno if not. */
+#define ck_assert_ok(expr)                                                    \
+    do {                                                                      \
+        errno = 0;                                                            \
+        long ck_rc_ = (long)(expr);                                           \
+        int ck_err_ = errno;                                                  \
+        ck_assert_msg(ck_rc_ == 0, "%s: expected 0, got %ld %s (%s)", #expr,  \
+                      ck_rc_, test_errname(ck_err_), strerror(ck_err_));      \
+    } while (0)
+
+/* Assert that expr (evaluated once) returns exactly v (a count). */
+#define ck_assert_count(expr, v)                                              \
+    do {                                                                      \
+        errno = 0;                                                            \
+        long ck_rc_ = (long)(expr), ck_v_ = (long)(v);                        \
+        int ck_err_ = errno;                                                  \
+        ck_assert_msg(ck_rc_ == ck_v_, "%s: expected %ld, got %ld %s (%s)",   \
+                      #expr, ck_v_, ck_rc_, test_errname(ck_err_),            \
+                      strerror(ck_err_));                                     \
+    } while (0)
+
+/* Assert that expr (evaluated once, a pointer) is not NULL. */
+#define ck_assert_nonnull(expr)                                               \
+    ({                                                                        \
+        errno = 0;                                                            \
+        __typeof__(expr) ck_p_ = (expr);                                      \
+        int ck_err_ = errno;                                                  \
+        ck_assert_msg(ck_p_ != NULL, "%s: NULL %s (%s)", #expr,               \
+                      test_errname(ck_err_), strerror(ck_err_));              \
+        ck_p_;                                                                \
+    })
+
+/* USOCK_TEST_TIMEOUT_MULTIPLIER (default 1): widens upper time bounds under
+ * sanitizers and valgrind. */
+double test_mult(void);
+
+/* Slack added to every upper time bound, in seconds. */
+#define TEST_SLACK 0.1
+
+/* Assert lo <= usock_now() - start <= hi * test_mult() + TEST_SLACK. */
+#define ck_assert_duration(start, lo, hi)                                     \
+    do {                                                                      \
+        double ck_el_ = usock_now() - (start);                                \
+        double ck_lo_ = (lo), ck_hi_ = (hi) * test_mult() + TEST_SLACK;       \
+        ck_assert_msg(ck_el_ >= ck_lo_ - 1e-6 && ck_el_ <= ck_hi_,            \
+                      "took %.6f s, expected [%.6f, %.6f]", ck_el_, ck_lo_,   \
+                      ck_hi_);                                                \
+    } while (0)
+
+/* A TCP listener on 127.0.0.1, port 0; its address goes to *bound (may be
+ * NULL).  Fails the test on error. */
+usock_t *test_listener(usock_addr_t *bound);
+
+/* The same on "127.0.0.1" (AF_INET) or "::1" (AF_INET6). */
+usock_t *test_listener_family(int family, usock_addr_t *bound);
+
+/* A connected loopback TCP pair (AF_INET), both with timeout USOCK_NONE.
+ * Needs no task: a plain connect, then accept, each bounded by 5 s.
+ * Returns 0 or fails the test. */
+int test_pair(usock_t **client, usock_t **server);
+
+/* Make the soft RLIMIT_NOFILE at least `want` (up to the hard limit, which
+ * is raised too when allowed).  0 when the soft limit is now >= want. */
+int raise_nofile(rlim_t want);
+
+/* Spawn a task that sleeps `delay` s, then sendall's a copy of buf[0..n)
+ * on s (n == 0: shuts s down for writing instead).  Returns the task id. */
+int test_send_after(usock_t *s, double delay, const void *buf, size_t n);
+
+/* One blocking call run in its own task by test_spawn_op, and its outcome. */
+enum test_op_kind {
+    TEST_RECV,     /* usock_recv(s, buf, n) */
+    TEST_READ,     /* usock_read(s, buf, n) */
+    TEST_READLINE, /* usock_readline(s, buf, n) */
+    TEST_ACCEPT,   /* usock_accept(s, NULL) into `accepted` */
+    TEST_CONNECT,  /* usock_connect(s, &addr) */
+    TEST_SENDALL,  /* usock_sendall(s, out, n) */
+    TEST_WRITE     /* usock_write(s, out, n) */
+};
+
+struct test_op {
+    enum test_op_kind kind;
+    usock_t *s;
+    size_t n;              /* at most sizeof buf for reads */
+    const void *out;       /* what the send kinds send */
+    usock_addr_t addr;     /* where TEST_CONNECT connects */
+    ssize_t rc;            /* the call's result (accept: 0 or -1) */
+    int err;               /* errno after the call (0 on success) */
+    usock_t *accepted;     /* TEST_ACCEPT's socket */
+    double took;           /* seconds the call took */
+    int done;              /* 1 once the call returned */
+    char buf[256];         /* what the read kinds received */
+};
+
+/* Spawn a task that performs op (after op->done = 0).  Returns its id. */
+int test_spawn_op(struct test_op *op);
+
+/* Run the spawned tasks until op is done, for at most `limit` seconds;
+ * fails the test when it is not done by then. */
+void test_wait_op(struct test_op *op, double limit);
+
+/* Run the suite with CK_ENV; EXIT_SUCCESS when every test passed. */
+int test_main(Suite *s);
+
+#endif /* USOCK_TESTS_HELPERS_H */
