@@ -300,7 +300,7 @@ static size_t id_slot(const struct usock_hub *h, int id)
 static int ids_grow(struct usock_hub *h)
 {
     size_t n = h->ids ? (h->ids_mask + 1) * 2 : 64;
-    struct usock__task **t = calloc(n, sizeof(*t));
+    struct usock__task **t = calloc(n, sizeof(struct usock__task *));
     size_t old = h->ids ? h->ids_mask + 1 : 0;
 
     if (!t) {

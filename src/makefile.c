@@ -115,8 +115,9 @@ FILE *usock_makefile(usock_t *s, const char *mode)
     struct cookie *c;
     FILE *f;
 
-    if (!s || !mode || (strcmp(mode, "rb") && strcmp(mode, "wb") &&
-                        strcmp(mode, "r+b") && strcmp(mode, "rb+"))) {
+    if (!s || !mode ||
+        (strcmp(mode, "rb") != 0 && strcmp(mode, "wb") != 0 &&
+         strcmp(mode, "r+b") != 0 && strcmp(mode, "rb+") != 0)) {
         errno = EINVAL;
         return NULL;
     }

@@ -123,6 +123,8 @@ static int resolve_off_hub(struct job *j, usock_addrinfo_t **res)
         return EAI_SYSTEM;
     }
     j->hub = h;
+    /* The record is unlinked (by done() or the waker) before we return. */
+    /* cppcheck-suppress autoVariables */
     j->w = &w;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);

@@ -13,8 +13,8 @@
 
 #include "reactor.h"
 
-#define USOCK__STACK_DEFAULT (64 * 1024)
-#define USOCK__STACK_MIN (16 * 1024)
+#define USOCK__STACK_DEFAULT ((size_t)64 * 1024)
+#define USOCK__STACK_MIN ((size_t)16 * 1024)
 #define USOCK__STACK_MAX ((size_t)1 << 30)
 #define USOCK__STACK_CACHE 64
 
