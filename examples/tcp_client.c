@@ -2,6 +2,7 @@
  * tcp_client: the client of the Python socket tutorial.
  *
  *     tcp_client PORT [MESSAGE]
+ *     tcp_client -r PORT
  *
  * It connects to 127.0.0.1:PORT, prints the server's greeting, sends MESSAGE
  * (default "Hello,i am a client"), prints the reply, sends "exit" and
@@ -9,6 +10,10 @@
  *
  *     -->> hello, i am server
  *     -->>Loop_msg:Hello,i am a client!
+ *
+ * With -r it is the Waffle Nano client instead: it connects, receives once
+ * (one recv of up to 1024 bytes), prints what came followed by a newline,
+ * and closes.  Try it against tcp_server.
  *
  * Replies are read with usock_read of their exact length, so however TCP
  * splits them, each arrives whole.  Every call is bounded by a 10 s timeout.
@@ -78,6 +83,20 @@ static int talk(usock_t *s, const char *msg)
     return send_all(s, "exit");
 }
 
+/* The Waffle client: one recv of up to 1024 bytes, printed. */
+static int receive_once(usock_t *s)
+{
+    char buf[1024];
+    ssize_t n = usock_recv(s, buf, sizeof buf);
+
+    if (n < 0) {
+        fprintf(stderr, "tcp_client: recv: %s\n", strerror(errno));
+        return -1;
+    }
+    printf("%.*s\n", (int)n, buf);
+    return 0;
+}
+
 /* A socket connected to 127.0.0.1:port, or NULL after printing why. */
 static usock_t *connect_to(int port)
 {
@@ -98,12 +117,23 @@ static usock_t *connect_to(int port)
     return s;
 }
 
-/* Parse "PORT [MESSAGE]"; returns the port, or -1 after the usage. */
+/* Parse "PORT [MESSAGE]" or "-r PORT"; returns the port, or -1 after the
+ * usage.  *msg is NULL for -r. */
 static int parse_args(int argc, char **argv, const char **msg)
 {
     char *end;
     long port;
 
+    if (argc == 3 && strcmp(argv[1], "-r") == 0) {
+        errno = 0;
+        port = strtol(argv[2], &end, 10);
+        if (errno != 0 || end == argv[2] || *end != '\0' || port < 1 ||
+            port > 65535) {
+            goto usage;
+        }
+        *msg = NULL;
+        return (int)port;
+    }
     if (argc < 2 || argc > 3) {
         goto usage;
     }
@@ -122,8 +152,9 @@ static int parse_args(int argc, char **argv, const char **msg)
     return (int)port;
 usage:
     fprintf(stderr,
-            "usage: %s PORT [MESSAGE]   (MESSAGE: 1..%d bytes, not \"exit\")\n",
-            argv[0], MAX_MESSAGE);
+            "usage: %s PORT [MESSAGE]   (MESSAGE: 1..%d bytes, not \"exit\")\n"
+            "       %s -r PORT           (receive once and print it)\n",
+            argv[0], MAX_MESSAGE, argv[0]);
     return -1;
 }
 
@@ -140,7 +171,7 @@ int main(int argc, char **argv)
     if ((s = connect_to(port)) == NULL) {
         return 1;
     }
-    rc = talk(s, msg);
+    rc = msg ? talk(s, msg) : receive_once(s);
     if (usock_close(s) < 0) {
         fprintf(stderr, "tcp_client: close: %s\n", strerror(errno));
         rc = -1;
