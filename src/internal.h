@@ -74,6 +74,11 @@ USOCK__HIDDEN int usock__watch(struct usock *s, struct usock__wait *w,
 USOCK__HIDDEN int usock__backoff(struct usock *s, int dir, int64_t *dl,
                                  int64_t until);
 
+/* One recv(2) (recvfrom(2) when `from` is not NULL, filling it), waiting
+ * for data as long as *dl allows.  The count, or -1 with errno. */
+USOCK__HIDDEN ssize_t usock__recv(struct usock *s, void *buf, size_t n,
+                                  usock_addr_t *from, int64_t *dl);
+
 /* Put n bytes back in front of the socket's read buffer.  0, or -1 ENOMEM. */
 USOCK__HIDDEN int usock__unread(struct usock *s, const void *buf, size_t n);
 

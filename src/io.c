@@ -99,9 +99,8 @@ int usock_sendall(usock_t *s, const void *buf, size_t n)
     return (r >= 0 && (size_t)r == n) ? 0 : -1;
 }
 
-/* One recv(2) after waiting for data; `from` filled when not NULL. */
-static ssize_t recv_one(struct usock *s, void *buf, size_t n,
-                        usock_addr_t *from, int64_t *dl)
+ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
+                    int64_t *dl)
 {
     for (;;) {
         ssize_t r;
@@ -143,7 +142,7 @@ ssize_t usock_recv(usock_t *s, void *buf, size_t n)
     if (usock__cancelled()) {
         return usock__fail(ECANCELED);
     }
-    return recv_one(s, buf, n, NULL, &dl);
+    return usock__recv(s, buf, n, NULL, &dl);
 }
 
 ssize_t usock_recvfrom(usock_t *s, void *buf, size_t n, usock_addr_t *from)
@@ -163,5 +162,5 @@ ssize_t usock_recvfrom(usock_t *s, void *buf, size_t n, usock_addr_t *from)
         }
         return (ssize_t)usock__rb_take(s, buf, n);
     }
-    return recv_one(s, buf, n, from ? from : &dummy, &dl);
+    return usock__recv(s, buf, n, from ? from : &dummy, &dl);
 }

@@ -91,22 +91,11 @@ static ssize_t rb_fill(struct usock *s, size_t max, int64_t *dl)
     if (rb_reserve(rb, max) < 0) {
         return -1;
     }
-    for (;;) {
-        ssize_t r = recv(s->fd, rb->buf + rb->off + rb->len, max, 0);
-        if (r >= 0) {
-            rb->len += (size_t)r;
-            return r;
-        }
-        if (errno == EINTR) {
-            continue;
-        }
-        if (errno != EAGAIN && errno != EWOULDBLOCK) {
-            return -1;
-        }
-        if (usock__wait(s, USOCK__IN, dl) < 0) {
-            return -1;
-        }
+    ssize_t r = usock__recv(s, rb->buf + rb->off + rb->len, max, NULL, dl);
+    if (r > 0) {
+        rb->len += (size_t)r;
     }
+    return r;
 }
 
 /* A read failed after taking `got` bytes into buf: give them back, unless
@@ -131,21 +120,11 @@ ssize_t usock_read(usock_t *s, void *buf, size_t n)
     }
     got = usock__rb_take(s, buf, n);
     while (got < n) {
-        ssize_t r;
         if (usock__cancelled()) {
             errno = ECANCELED;
             return read_failed(s, buf, got);
         }
-        for (;;) {
-            r = recv(s->fd, (char *)buf + got, n - got, 0);
-            if (r >= 0 || (errno != EINTR && errno != EAGAIN &&
-                           errno != EWOULDBLOCK)) {
-                break;
-            }
-            if (errno != EINTR && usock__wait(s, USOCK__IN, &dl) < 0) {
-                return read_failed(s, buf, got);
-            }
-        }
+        ssize_t r = usock__recv(s, (char *)buf + got, n - got, NULL, &dl);
         if (r < 0) {
             return read_failed(s, buf, got);
         }

@@ -111,7 +111,10 @@ static int park_on(struct usock *s, int dir, int events, int64_t dl)
     return r ? usock__fail(r) : 0;
 }
 
-int usock__wait(struct usock *s, int dir, int64_t *dl)
+/* What every wait of a call does first: compute the call's deadline once,
+ * then refuse to wait when non-blocking or cancelled.  The hub, or NULL
+ * with errno (EAGAIN, ECANCELED, ENOMEM). */
+static struct usock_hub *wait_begin(struct usock *s, int64_t *dl)
 {
     struct usock_hub *h;
 
@@ -119,14 +122,23 @@ int usock__wait(struct usock *s, int dir, int64_t *dl)
         *dl = usock__deadline(s->timeout);
     }
     if (*dl == 0) {
-        return usock__fail(EAGAIN);
+        errno = EAGAIN;
+        return NULL;
     }
     h = usock__hub_get();
+    if (h && h->current->cancelled) {
+        errno = ECANCELED;
+        return NULL;
+    }
+    return h;
+}
+
+int usock__wait(struct usock *s, int dir, int64_t *dl)
+{
+    struct usock_hub *h = wait_begin(s, dl);
+
     if (!h) {
         return -1;
-    }
-    if (h->current->cancelled) {
-        return usock__fail(ECANCELED);
     }
     if (!h->has_reactor) {
         return wait_plain(s, dir, *dl);
@@ -136,37 +148,27 @@ int usock__wait(struct usock *s, int dir, int64_t *dl)
 
 int usock__backoff(struct usock *s, int dir, int64_t *dl, int64_t until)
 {
-    struct usock_hub *h;
+    struct usock_hub *h = wait_begin(s, dl);
 
-    if (*dl == USOCK__DL_UNSET) {
-        *dl = usock__deadline(s->timeout);
-    }
-    if (*dl == 0) {
-        return usock__fail(EAGAIN);
-    }
-    h = usock__hub_get();
     if (!h) {
         return -1;
     }
-    if (h->current->cancelled) {
-        return usock__fail(ECANCELED);
-    }
     int last = *dl <= until;
+    int64_t end = last ? *dl : until;
     if (!h->has_reactor) {
         /* No other task to run: a plain sleep (fds may be exhausted, so
          * do not make a reactor now). */
-        struct timespec ts = {.tv_sec = (last ? *dl : until) / 1000000000,
-                              .tv_nsec = (last ? *dl : until) % 1000000000};
+        struct timespec ts = {.tv_sec = end / 1000000000,
+                              .tv_nsec = end % 1000000000};
         while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
                EINTR) {
         }
         return last ? usock__fail(ETIMEDOUT) : 0;
     }
-    if (park_on(s, dir, 0, last ? *dl : until) == 0) {
-        return 0; /* only a close or cancel wakes with 0: not possible */
+    /* Only the timer ends this wait with ETIMEDOUT; close and cancel end
+     * it with their own errno. */
+    if (park_on(s, dir, 0, end) < 0 && (errno != ETIMEDOUT || last)) {
+        return -1;
     }
-    if (errno == ETIMEDOUT && !last) {
-        return 0;
-    }
-    return -1;
+    return 0;
 }
