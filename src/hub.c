@@ -441,6 +441,22 @@ struct usock_hub *usock__hub_get(void)
     return h;
 }
 
+/* Give h the reactor `ops`: on the daemon's loop (embedded) or its own. */
+static int attach(struct usock_hub *h, const struct usock__reactor_ops *ops,
+                  struct ev_loop *loop)
+{
+    h->reactor.ops = ops;
+    h->reactor.hooks.tick = loop ? embed_tick : NULL;
+    h->reactor.hooks.busy = loop ? embed_busy : NULL;
+    h->reactor.hooks.owner = h;
+    if (ops->init(&h->reactor, loop) < 0) {
+        return -1;
+    }
+    h->has_reactor = 1;
+    h->embedded = loop != NULL;
+    return 0;
+}
+
 int usock__hub_reactor(struct usock_hub *h)
 {
     const struct usock__reactor_ops *ops;
@@ -449,18 +465,7 @@ int usock__hub_reactor(struct usock_hub *h)
         return 0;
     }
     ops = usock__reactor_pick();
-    if (!ops) {
-        return -1;
-    }
-    h->reactor.ops = ops;
-    h->reactor.hooks.tick = NULL;
-    h->reactor.hooks.busy = NULL;
-    h->reactor.hooks.owner = h;
-    if (ops->init(&h->reactor, NULL) < 0) {
-        return -1;
-    }
-    h->has_reactor = 1;
-    return 0;
+    return ops ? attach(h, ops, NULL) : -1;
 }
 
 int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
@@ -501,19 +506,7 @@ int usock_hub_use_ev_loop(struct ev_loop *loop)
         return usock__fail(ENOTSUP);
     }
     h = usock__hub_get();
-    if (!h) {
-        return -1;
-    }
-    h->reactor.ops = ops;
-    h->reactor.hooks.tick = embed_tick;
-    h->reactor.hooks.busy = embed_busy;
-    h->reactor.hooks.owner = h;
-    if (ops->init(&h->reactor, loop) < 0) {
-        return -1;
-    }
-    h->has_reactor = 1;
-    h->embedded = 1;
-    return 0;
+    return h ? attach(h, ops, loop) : -1;
 }
 
 usock_hub_t *usock_hub_self(void)
