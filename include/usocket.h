@@ -86,9 +86,9 @@ USOCK_EXTERN int usock_addr_unix(usock_addr_t *a, const char *path);
 USOCK_EXTERN int usock_addr_port(const usock_addr_t *a);
 
 /* Format `a` into buf: "127.0.0.1:80", "[::1]:80", "[fe80::1%lo]:80", a path,
- * or "@name".  Returns buf, or NULL with errno: EINVAL (NULL arguments or an
- * empty/unknown address), ENOSPC (n too small; buf is still NUL-terminated
- * within n when n > 0). */
+ * or "@name".  Returns buf, or NULL with errno: EINVAL (NULL a or buf, or an
+ * empty/unknown address), ENOSPC (n too small, n == 0 included; buf is
+ * still NUL-terminated within n when n > 0). */
 USOCK_EXTERN const char *usock_addr_format(const usock_addr_t *a, char *buf,
                                            size_t n);
 
@@ -239,8 +239,10 @@ struct usock_pollfd {
 };
 
 /* Wait until one of the sockets is ready (POLLIN, POLLOUT; POLLERR, POLLHUP
- * and POLLNVAL are always reported).  Returns the number of entries with
- * non-zero revents, 0 on timeout.  Errors: EINVAL, ECANCELED. */
+ * and POLLNVAL are always reported; NULL sock entries are ignored).  Returns
+ * the number of entries with non-zero revents, 0 on timeout.  Errors:
+ * EINVAL, ECANCELED, ETIMEDOUT (the task deadline came first), EBUSY
+ * (another task waits on one of the sockets in that direction), ENOMEM. */
 USOCK_EXTERN int usock_poll(struct usock_pollfd *fds, size_t n,
                             double timeout);
 

@@ -258,9 +258,9 @@ static int format_un(const usock_addr_t *a, char *out)
  * Format `a` into buf (n bytes): "1.2.3.4:80", "[::1]:80", "[fe80::1%lo]:80"
  * (the scope as an interface name when it still exists, else its number), a
  * path as is, or "@name".  Returns buf, or NULL with errno EINVAL (NULL
- * argument, n == 0, an empty address, an unknown family or a len too short
- * for its family) or ENOSPC (buf then holds the NUL-terminated prefix that
- * fits).
+ * argument, an empty address, an unknown family or a len too short for its
+ * family) or ENOSPC (n too small; when n > 0, buf then holds the
+ * NUL-terminated prefix that fits).
  */
 const char *usock_addr_format(const usock_addr_t *a, char *buf, size_t n)
 {
@@ -268,11 +268,13 @@ const char *usock_addr_format(const usock_addr_t *a, char *buf, size_t n)
     size_t len;
     int rc = -1;
 
-    if (buf == NULL || n == 0) {
+    if (buf == NULL) {
         errno = EINVAL;
         return NULL;
     }
-    buf[0] = '\0';
+    if (n > 0) {
+        buf[0] = '\0';
+    }
     if (a != NULL && a->len > 0 && a->len <= sizeof a->u) {
         switch (a->u.sa.sa_family) {
         case AF_INET:
@@ -292,8 +294,10 @@ const char *usock_addr_format(const usock_addr_t *a, char *buf, size_t n)
     }
     len = strlen(out);
     if (len >= n) {
-        memcpy(buf, out, n - 1);
-        buf[n - 1] = '\0';
+        if (n > 0) {
+            memcpy(buf, out, n - 1);
+            buf[n - 1] = '\0';
+        }
         errno = ENOSPC;
         return NULL;
     }
