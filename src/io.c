@@ -136,11 +136,11 @@ ssize_t usock_recv(usock_t *s, void *buf, size_t n)
     if (n == 0) {
         return 0;
     }
-    if (s->rb.len) {
-        return (ssize_t)usock__rb_take(s, buf, n);
-    }
     if (usock__cancelled()) {
         return usock__fail(ECANCELED);
+    }
+    if (s->rb.len) {
+        return (ssize_t)usock__rb_take(s, buf, n);
     }
     return usock__recv(s, buf, n, NULL, &dl);
 }

@@ -118,12 +118,11 @@ ssize_t usock_read(usock_t *s, void *buf, size_t n)
     if (usock__check_io(s, buf, n) < 0) {
         return -1;
     }
+    if (n && usock__cancelled()) {
+        return usock__fail(ECANCELED);
+    }
     got = usock__rb_take(s, buf, n);
     while (got < n) {
-        if (usock__cancelled()) {
-            errno = ECANCELED;
-            return read_failed(s, buf, got);
-        }
         ssize_t r = usock__recv(s, (char *)buf + got, n - got, NULL, &dl);
         if (r < 0) {
             return read_failed(s, buf, got);
@@ -159,12 +158,12 @@ ssize_t usock_readline(usock_t *s, char *buf, size_t n)
     if (usock__check_io(s, buf, n) < 0 || n == 0) {
         return usock__fail(EINVAL);
     }
+    if (usock__cancelled()) {
+        return usock__fail(ECANCELED);
+    }
     max = n - 1;
     while ((k = line_len(&s->rb, scanned, max)) == 0 && s->rb.len < max) {
         scanned = s->rb.len;
-        if (usock__cancelled()) {
-            return usock__fail(ECANCELED);
-        }
         ssize_t r = rb_fill(s, RB_CHUNK, &dl);
         if (r < 0) {
             return -1; /* what was read stays buffered */
