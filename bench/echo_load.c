@@ -1,1 +1,544 @@
-int main(void) { return 0; }
+/*
+ * echo_load: the TCP load generator of `make bench`.  It does not use
+ * usocket: one thread, one epoll set, CONNS connections to 127.0.0.1:PORT,
+ * each keeping exactly one SIZE-byte message in flight (ping-pong).
+ *
+ *   echo_load -p PORT -c CONNS -s SIZE -d SECONDS [-w WARMUP] [-n NSRC]
+ *             [-P SERVER_PID] [-C CTL_FIFO -A ACK_FIFO]
+ *
+ * Phases: connect (bounded), warm-up, measurement.  Only round trips that
+ * complete inside the measurement window are counted; their latencies go
+ * into a log-bucketed histogram.  With -P, the server's CPU time (the
+ * sum of its threads' /proc/PID/task/TID/schedstat run time, in ns; else
+ * utime + stime from /proc/PID/stat) and memory (/proc/PID/status) are
+ * read at the exact edges of the window; with -C/-A, "enable" and
+ * "disable" are written to a `perf stat --control` fifo at those edges,
+ * so perf counts the server's system calls inside the window only.  Round
+ * trips are counted as the server saw them: the echoes still queued here
+ * at each edge are corrected for.  One machine-readable line:
+ *
+ *   rtt_per_s=… p50_us=… p99_us=… errors=… conns=… [srv_… fields]
+ *
+ * Connection failures, resets and short reads count as errors.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/ioctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define NBUCKETS (64 * 8)
+#define MAX_INFLIGHT_CONNECTS 1024
+
+enum { CONNECTING, PINGING, DEAD };
+
+struct conn {
+    int fd;
+    int state;
+    size_t sent, got;  /* bytes of the current message */
+    int64_t t0;        /* when the current message was sent */
+    int want_out;      /* EPOLLOUT registered */
+};
+
+struct opts {
+    int port, conns, nsrc;
+    size_t size;
+    double secs, warm;
+    int pid;
+    const char *ctl, *ack;
+};
+
+static struct opts o = {.warm = 1.0, .size = 64, .conns = 1, .secs = 5};
+static struct conn *cs;
+static int ep;
+static char *msg, *rbuf;
+static uint64_t hist[NBUCKETS];
+static uint64_t count, errors;
+static int measuring;
+static int connected, pending, next_conn;
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* Log buckets: 8 per power of two. */
+static int bucket(uint64_t ns)
+{
+    int msb;
+
+    if (ns < 8) {
+        return (int)ns;
+    }
+    msb = 63 - __builtin_clzll(ns);
+    return msb * 8 + (int)((ns >> (msb - 3)) & 7);
+}
+
+static double bucket_mid(int b)
+{
+    int msb = b / 8;
+    double lo;
+
+    if (b < 8) {
+        return b;
+    }
+    lo = (double)(1ULL << msb) * (1.0 + (b % 8) / 8.0);
+    return lo + (double)(1ULL << msb) / 16.0;
+}
+
+static double percentile(double p)
+{
+    uint64_t want = (uint64_t)(p * (double)count), seen = 0;
+
+    for (int b = 0; b < NBUCKETS; b++) {
+        seen += hist[b];
+        if (seen > want) {
+            return bucket_mid(b);
+        }
+    }
+    return 0;
+}
+
+/* utime + stime of pid, in clock ticks; -1 when unreadable. */
+static long long proc_cpu(int pid)
+{
+    char path[64], buf[1024];
+    long long ut, st;
+    FILE *f;
+    char *p;
+    size_t n;
+
+    snprintf(path, sizeof path, "/proc/%d/stat", pid);
+    if ((f = fopen(path, "r")) == NULL) {
+        return -1;
+    }
+    n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    if ((p = strrchr(buf, ')')) == NULL) {
+        return -1;
+    }
+    /* After ")": state(3) … utime is field 14, stime 15. */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld",
+               &ut, &st) != 2) {
+        return -1;
+    }
+    return ut + st;
+}
+
+/* A "Key:  N kB" line of /proc/pid/status, in KiB; -1 when unreadable. */
+static long proc_kib(int pid, const char *key)
+{
+    char path[64], line[256];
+    size_t kl = strlen(key);
+    long v = -1;
+    FILE *f;
+
+    snprintf(path, sizeof path, "/proc/%d/status", pid);
+    if ((f = fopen(path, "r")) == NULL) {
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
+            v = strtol(line + kl + 1, NULL, 10);
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+/* CPU time of every thread of pid, in ns: the sum of the threads'
+ * sum_exec_runtime (/proc/PID/task/TID/schedstat, exact), or utime+stime
+ * from /proc/PID/stat (10 ms ticks) when schedstat is missing. */
+static double cpu_ns(int p)
+{
+    char path[64], line[128];
+    double sum = 0;
+    struct dirent *d;
+    DIR *dir;
+    int found = 0;
+
+    snprintf(path, sizeof path, "/proc/%d/task", p);
+    if ((dir = opendir(path)) != NULL) {
+        while ((d = readdir(dir)) != NULL) {
+            char sp[300];
+            FILE *f;
+            if (d->d_name[0] == '.') {
+                continue;
+            }
+            snprintf(sp, sizeof sp, "/proc/%d/task/%s/schedstat", p,
+                     d->d_name);
+            if ((f = fopen(sp, "r")) != NULL) {
+                if (fgets(line, sizeof line, f)) {
+                    sum += strtod(line, NULL);
+                    found = 1;
+                }
+                fclose(f);
+            }
+        }
+        closedir(dir);
+    }
+    if (found) {
+        return sum;
+    }
+    return (double)proc_cpu(p) * 1e9 / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Tell perf stat (--control fifo) to enable or disable its counters. */
+static void perf_ctl(const char *cmd)
+{
+    static int cfd = -1, afd = -1;
+    char ack[16];
+
+    if (o.ctl == NULL || o.ack == NULL) {
+        return;
+    }
+    if (cfd < 0) {
+        cfd = open(o.ctl, O_WRONLY);
+        afd = open(o.ack, O_RDONLY);
+    }
+    if (cfd < 0 || afd < 0) {
+        return;
+    }
+    if (write(cfd, cmd, strlen(cmd)) < 0) {
+        return;
+    }
+    if (read(afd, ack, sizeof ack) < 0) {
+        return;
+    }
+}
+
+/* Bytes already echoed by the server but not yet consumed here, over all
+ * connections, in messages: the server did that work before this moment. */
+static double backlog(void)
+{
+    double bytes = 0;
+
+    for (int i = 0; i < o.conns; i++) {
+        int q = 0;
+        if (cs[i].state == PINGING && ioctl(cs[i].fd, FIONREAD, &q) == 0) {
+            bytes += q + (double)cs[i].got;
+        }
+    }
+    return bytes / (double)o.size;
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static void set_events(struct conn *c, int out)
+{
+    struct epoll_event ev = {.events = EPOLLIN | (out ? EPOLLOUT : 0),
+                             .data.ptr = c};
+
+    if (c->want_out != out) {
+        c->want_out = out;
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+    }
+}
+
+static void kill_conn(struct conn *c)
+{
+    struct linger lg = {1, 0};
+
+    if (c->state == CONNECTING) {
+        pending--;
+    }
+    if (c->state != DEAD) {
+        errors++;
+        setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        close(c->fd);
+        c->state = DEAD;
+    }
+}
+
+/* Start a new connection: source 127.0.0.(2 + i % nsrc). */
+static void start_connect(int i)
+{
+    struct conn *c = &cs[i];
+    struct sockaddr_in src = {.sin_family = AF_INET};
+    struct sockaddr_in dst = {.sin_family = AF_INET,
+                              .sin_port = htons((uint16_t)o.port)};
+    struct epoll_event ev = {.events = EPOLLOUT, .data.ptr = c};
+    int one = 1;
+
+    dst.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    src.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1 + (uint32_t)(i % o.nsrc));
+    c->state = CONNECTING;
+    pending++;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (c->fd < 0) {
+        c->state = DEAD;
+        pending--;
+        errors++;
+        return;
+    }
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+    if (o.nsrc > 1 && bind(c->fd, (struct sockaddr *)&src, sizeof src) < 0) {
+        kill_conn(c);
+        return;
+    }
+    if (connect(c->fd, (struct sockaddr *)&dst, sizeof dst) < 0 &&
+        errno != EINPROGRESS) {
+        kill_conn(c);
+        return;
+    }
+    c->want_out = 1;
+    epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev);
+}
+
+/* Send what is left of the current message; 0, or -1 when the conn died. */
+static int push(struct conn *c)
+{
+    while (c->sent < o.size) {
+        ssize_t r = send(c->fd, msg + c->sent, o.size - c->sent,
+                         MSG_NOSIGNAL);
+        if (r < 0) {
+            if (errno == EAGAIN) {
+                set_events(c, 1);
+                return 0;
+            }
+            kill_conn(c);
+            return -1;
+        }
+        c->sent += (size_t)r;
+    }
+    set_events(c, 0);
+    return 0;
+}
+
+static void new_message(struct conn *c, int64_t t)
+{
+    c->sent = c->got = 0;
+    c->t0 = t;
+    push(c);
+}
+
+static void on_connected(struct conn *c)
+{
+    int err = 0;
+    socklen_t len = sizeof err;
+
+    pending--;
+    getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    if (err != 0) {
+        c->state = DEAD;
+        errors++;
+        close(c->fd);
+        return;
+    }
+    c->state = PINGING;
+    connected++;
+    new_message(c, now_ns());
+}
+
+/* Read the echo; a complete message is one round trip. */
+static void pull(struct conn *c)
+{
+    ssize_t r = recv(c->fd, rbuf, o.size - c->got, 0);
+    int64_t t;
+
+    if (r <= 0) {
+        if (r < 0 && errno == EAGAIN) {
+            return;
+        }
+        kill_conn(c);
+        return;
+    }
+    c->got += (size_t)r;
+    if (c->got < o.size) {
+        return;
+    }
+    t = now_ns();
+    if (measuring) {
+        count++;
+        hist[bucket((uint64_t)(t - c->t0))]++;
+    }
+    new_message(c, t);
+}
+
+static void on_event(struct epoll_event *e)
+{
+    struct conn *c = e->data.ptr;
+
+    if (c->state == CONNECTING) {
+        on_connected(c);
+        return;
+    }
+    if (c->state != PINGING) {
+        return;
+    }
+    if ((e->events & EPOLLOUT) && c->sent < o.size && push(c) < 0) {
+        return;
+    }
+    if (e->events & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        pull(c);
+    }
+}
+
+/* Run the loop until `until` (ns), starting connects as slots free up. */
+static void run_until(int64_t until, int connect_phase)
+{
+    struct epoll_event evs[512];
+
+    for (;;) {
+        int64_t left = until - now_ns();
+        int n;
+
+        while (next_conn < o.conns && pending < MAX_INFLIGHT_CONNECTS) {
+            start_connect(next_conn++);
+        }
+        if (connect_phase && next_conn >= o.conns && pending == 0) {
+            return;
+        }
+        if (left <= 0) {
+            return;
+        }
+        n = epoll_wait(ep, evs, 512, (int)(left / 1000000) + 1);
+        for (int i = 0; i < n; i++) {
+            on_event(&evs[i]);
+        }
+    }
+}
+
+static void usage(void)
+{
+    fprintf(stderr, "usage: echo_load -p PORT -c CONNS -s SIZE -d SECONDS "
+                    "[-w WARMUP] [-n NSRC] [-P PID] [-C CTL -A ACK]\n");
+    exit(2);
+}
+
+static void parse(int argc, char **argv)
+{
+    int ch;
+
+    while ((ch = getopt(argc, argv, "p:c:s:d:w:n:P:C:A:")) != -1) {
+        switch (ch) {
+        case 'p': o.port = atoi(optarg); break;
+        case 'c': o.conns = atoi(optarg); break;
+        case 's': o.size = (size_t)atol(optarg); break;
+        case 'd': o.secs = atof(optarg); break;
+        case 'w': o.warm = atof(optarg); break;
+        case 'n': o.nsrc = atoi(optarg); break;
+        case 'P': o.pid = atoi(optarg); break;
+        case 'C': o.ctl = optarg; break;
+        case 'A': o.ack = optarg; break;
+        default: usage();
+        }
+    }
+    if (o.port <= 0 || o.conns <= 0 || o.size == 0 || o.secs <= 0) {
+        usage();
+    }
+    if (o.nsrc <= 0) {
+        o.nsrc = 1 + o.conns / 4000;
+    }
+}
+
+/* The measurement window: what the server did inside it (when -P). */
+struct window {
+    double cpu0, cpu1, b0, b1;
+    int64_t t0, t1;
+    long rss0, rss, hwm;
+};
+
+static void measure(struct window *w)
+{
+    measuring = 1;
+    perf_ctl("enable\n");
+    w->cpu0 = o.pid ? cpu_ns(o.pid) : 0;
+    w->b0 = o.pid ? backlog() : 0;
+    w->t0 = now_ns();
+    run_until(w->t0 + (int64_t)(o.secs * 1e9), 0);
+    w->t1 = now_ns();
+    w->cpu1 = o.pid ? cpu_ns(o.pid) : 0;
+    w->b1 = o.pid ? backlog() : 0;
+    perf_ctl("disable\n");
+    measuring = 0;
+    if (o.pid) {
+        w->rss = proc_kib(o.pid, "VmRSS");
+        w->hwm = proc_kib(o.pid, "VmHWM");
+    }
+}
+
+static void report(const struct window *w)
+{
+    printf("rtt_per_s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu conns=%d",
+           (double)count * 1e9 / (double)(w->t1 - w->t0),
+           percentile(0.5) / 1e3, percentile(0.99) / 1e3,
+           (unsigned long long)errors, connected);
+    if (o.pid) {
+        /* Round trips the server served inside the window: those that
+         * completed here, corrected for the echoes waiting in our receive
+         * queues at each edge (up to CONNS of them). */
+        double us = (w->cpu1 - w->cpu0) / 1e3;
+        double srv = (double)count + w->b1 - w->b0;
+        printf(" rts=%.0f srv_cpu_us_per_rt=%.3f srv_rss0_kib=%ld "
+               "srv_rss_kib=%ld srv_hwm_kib=%ld", srv,
+               srv > 0 ? us / srv : 0.0, w->rss0, w->rss, w->hwm);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+int main(int argc, char **argv)
+{
+    struct window w = {.rss0 = -1, .rss = -1, .hwm = -1};
+
+    parse(argc, argv);
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    cs = calloc((size_t)o.conns, sizeof *cs);
+    msg = malloc(o.size);
+    rbuf = malloc(o.size);
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!cs || !msg || !rbuf || ep < 0) {
+        perror("echo_load");
+        return 1;
+    }
+    memset(msg, 'x', o.size);
+    if (o.pid) {
+        w.rss0 = proc_kib(o.pid, "VmRSS");
+    }
+    /* Connect phase: bounded at 10 s + 1 ms per connection. */
+    run_until(now_ns() + 10000000000LL + (int64_t)o.conns * 1000000, 1);
+    run_until(now_ns() + (int64_t)(o.warm * 1e9), 0);
+    measure(&w);
+    report(&w);
+    for (int i = 0; i < o.conns; i++) {
+        if (cs[i].state != DEAD) {
+            struct linger lg = {1, 0};
+            setsockopt(cs[i].fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+            close(cs[i].fd);
+        }
+    }
+    return 0;
+}
