@@ -14,7 +14,8 @@
 #include "hub.h"
 #include "internal.h"
 
-__thread struct usock_hub *usock__tls_hub;
+__thread struct usock_hub *usock__tls_hub
+    __attribute__((tls_model("initial-exec")));
 
 static pthread_key_t hub_key;
 static pthread_once_t hub_key_once = PTHREAD_ONCE_INIT;

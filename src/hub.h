@@ -102,7 +102,8 @@ struct usock_hub {
 };
 
 /* This thread's hub, if it exists (never creates one). */
-USOCK__HIDDEN extern __thread struct usock_hub *usock__tls_hub;
+USOCK__HIDDEN extern __thread struct usock_hub *usock__tls_hub
+    __attribute__((tls_model("initial-exec")));
 
 /* This thread's hub, created on first use (without a reactor).  NULL with
  * errno ENOMEM. */

@@ -41,6 +41,8 @@ struct usock {
     unsigned char listening;      /* listen() succeeded */
     unsigned char connected;      /* connect() or accept() succeeded */
     unsigned char tried;          /* connect() was called, or accepted */
+    unsigned char drained;        /* the last stream recv emptied the
+                                     kernel's queue (a short read) */
 };
 
 /* Default timeout for new sockets, in ns (-1 none). */

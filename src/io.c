@@ -102,6 +102,16 @@ int usock_sendall(usock_t *s, const void *buf, size_t n)
 ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
                     int64_t *dl)
 {
+    /* The last read emptied the kernel's queue (as after every reply of a
+     * request/response protocol): wait for data first rather than pay for
+     * a recv(2) that fails with EAGAIN.  A deadline already passed still
+     * gets one try, so a call that need not wait still succeeds. */
+    if (s->drained && s->timeout != 0) {
+        s->drained = 0;
+        if (usock__wait(s, USOCK__IN, dl) < 0 && errno != ETIMEDOUT) {
+            return -1;
+        }
+    }
     for (;;) {
         ssize_t r;
         if (from) {
@@ -112,6 +122,7 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
             r = recv(s->fd, buf, n, 0);
         }
         if (r >= 0) {
+            s->drained = s->type == SOCK_STREAM && r > 0 && (size_t)r < n;
             return r;
         }
         if (errno == EINTR) {

@@ -55,7 +55,7 @@ struct cache {
     unsigned count;
 };
 
-static __thread struct cache cache;
+static __thread struct cache cache __attribute__((tls_model("initial-exec")));
 
 /* Returns the page size, asked of the system once. */
 size_t usock__page_size(void)
