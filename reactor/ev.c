@@ -47,7 +47,9 @@ struct entry {
     ev_io io;            /* first member: on_io casts back to the entry */
     struct usock__io *w; /* the watcher, NULL when none */
     struct entry *next;  /* on the list of entries to check and start */
-    int mask;            /* USOCK__ mask wanted */
+    int mask;            /* USOCK__ mask wanted (io may be armed for more
+                            until its next event: a lazy disarm) */
+    unsigned gen;        /* the file behind fd: usock__io.gen */
     int open;            /* the fd was checked open since io_forget */
     int queued;          /* on the list */
 };
@@ -109,6 +111,13 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 
     if (revents & EV_ERROR) {
         e->open = 0; /* libev stopped io: check the fd again at restart. */
+    } else if ((io->events & (EV_READ | EV_WRITE)) != to_ev(e->mask)) {
+        /* Armed for more than is wanted now (a lazy disarm): narrow it. */
+        ev_io_stop(loop, io);
+        if (e->mask != 0) {
+            ev_io_modify(io, to_ev(e->mask));
+            ev_io_start(loop, io);
+        }
     }
     if (e->w == NULL || ev == 0) {
         return;
@@ -395,17 +404,31 @@ static int io_set(struct usock__reactor *r, struct usock__io *w, int fd,
     if (e == NULL) {
         return 0;
     }
+    if (e->gen != w->gen) {
+        /* Another file behind this fd number: libev must register it
+         * anew (start_fresh sets the fd again). */
+        ev_io_stop(s->loop, &e->io);
+        e->open = 0;
+        e->gen = w->gen;
+    }
     take_over(e, w, events);
-    if (e->mask == events &&
-        (events == 0 || ev_is_active(&e->io) || e->queued)) {
+    e->mask = events;
+    if (events == 0 && s->foreign) {
+        /* An armed io would keep the daemon's ev_run alive. */
+        ev_io_stop(s->loop, &e->io);
         return 0;
     }
-    /* Stopping also drops an event still pending for the old mask. */
-    ev_io_stop(s->loop, &e->io);
-    e->mask = events;
-    if (events != 0) {
-        start(s, e);
+    if (events == 0 || e->queued ||
+        (ev_is_active(&e->io) &&
+         (e->io.events & (EV_READ | EV_WRITE)) == to_ev(events))) {
+        /* On our own loop mask 0 disarms lazily: io stays started until
+         * its next event (on_io stops it then, and no callback is made),
+         * so a wait that comes back for the same mask first costs
+         * nothing. */
+        return 0;
     }
+    ev_io_stop(s->loop, &e->io);
+    start(s, e);
     return 0;
 }
 

@@ -44,8 +44,10 @@ typedef void (*usock__io_cb)(struct usock__io *w, int revents);
  */
 struct usock__io {
     usock__io_cb cb;
-    int fd;     /* set by io_set */
-    int events; /* the mask last given to io_set: read-only for the owner */
+    int fd;        /* set by io_set */
+    int events;    /* the mask last given to io_set: read-only for the owner */
+    unsigned gen;  /* set by the owner: a new value for each new file, so a
+                      backend knows an fd number now names another file */
 };
 
 /*

@@ -14,6 +14,7 @@
 #include "internal.h"
 
 static _Atomic int64_t default_timeout = -1;
+static atomic_uint next_gen = 1; /* usock__io.gen: one per socket */
 
 int64_t usock__default_timeout(void)
 {
@@ -56,6 +57,7 @@ struct usock *usock__wrap(int fd, int family, int type, int proto)
     s->proto = proto;
     s->timeout = usock__default_timeout();
     s->io.fd = fd;
+    s->io.gen = atomic_fetch_add_explicit(&next_gen, 1, memory_order_relaxed);
     return s;
 }
 
