@@ -124,14 +124,20 @@ static void poll_once(struct usock_hub *h, int block)
         }
     }
     h->reactor.ops->run_once(&h->reactor, deadline);
+    h->last_poll = usock__clock_ns();
     if (h->timers.n) {
-        fire_timers(h, usock__clock_ns());
+        fire_timers(h, h->last_poll);
     }
     if (h->inbox) {
         drain_inbox(h);
     }
     h->round_left = h->rq_len;
 }
+
+/* While tasks stay ready, look at the reactor at most this often (ns): a
+ * round of ready tasks that ends sooner starts the next one at once, after
+ * only the timers are checked. */
+#define POLL_EVERY 1000000
 
 /* ------------------------------------------------------------------------ */
 /*  Switching                                                               */
@@ -234,8 +240,17 @@ static struct usock__task *next_task(struct usock_hub *h)
             h->round_left--;
             return rq_pop(h);
         }
-        /* Either nothing is ready (block) or a whole round of ready tasks
-         * ran without a look at the reactor (do not block). */
+        if (h->rq_head) {
+            /* A whole round ran: a non-blocking reactor pass, unless the
+             * last one was less than POLL_EVERY ago (tasks that yield to
+             * each other then cost no system call). */
+            int64_t now = usock__clock_ns();
+            if (now - h->last_poll < POLL_EVERY) {
+                fire_timers(h, now);
+                h->round_left = h->rq_len;
+                continue;
+            }
+        }
         poll_once(h, h->rq_head == NULL);
     }
 }

@@ -84,6 +84,7 @@ struct usock_hub {
     struct usock__task *rq_head, *rq_tail;
     size_t rq_len;
     size_t round_left;                /* pops left before a reactor pass */
+    int64_t last_poll;                /* when the last reactor pass ended */
     struct usock__heap timers;
     struct usock__reactor reactor;
     int has_reactor;
