@@ -16,7 +16,7 @@
 #define USOCK__STACK_DEFAULT ((size_t)64 * 1024)
 #define USOCK__STACK_MIN ((size_t)16 * 1024)
 #define USOCK__STACK_MAX ((size_t)1 << 30)
-#define USOCK__STACK_CACHE 64
+#define USOCK__STACK_CACHE 1024
 
 struct usock__stack {
     void *base;   /* start of the mapping (the guard page) */
