@@ -40,11 +40,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "loadstat.h"
+
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
 #endif
 
-#define NBUCKETS (64 * 8)
 #define MAX_INFLIGHT_CONNECTS 1024
 
 enum { CONNECTING, PINGING, DEAD };
@@ -69,165 +70,10 @@ static struct opts o = {.warm = 1.0, .size = 64, .conns = 1, .secs = 5};
 static struct conn *cs;
 static int ep;
 static char *msg, *rbuf;
-static uint64_t hist[NBUCKETS];
-static uint64_t count, errors;
+static struct hist lat;
+static uint64_t errors;
 static int measuring;
 static int connected, pending, next_conn;
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Log buckets: 8 per power of two. */
-static int bucket(uint64_t ns)
-{
-    int msb;
-
-    if (ns < 8) {
-        return (int)ns;
-    }
-    msb = 63 - __builtin_clzll(ns);
-    return msb * 8 + (int)((ns >> (msb - 3)) & 7);
-}
-
-static double bucket_mid(int b)
-{
-    int msb = b / 8;
-    double lo;
-
-    if (b < 8) {
-        return b;
-    }
-    lo = (double)(1ULL << msb) * (1.0 + (b % 8) / 8.0);
-    return lo + (double)(1ULL << msb) / 16.0;
-}
-
-static double percentile(double p)
-{
-    uint64_t want = (uint64_t)(p * (double)count), seen = 0;
-
-    for (int b = 0; b < NBUCKETS; b++) {
-        seen += hist[b];
-        if (seen > want) {
-            return bucket_mid(b);
-        }
-    }
-    return 0;
-}
-
-/* utime + stime of pid, in clock ticks; -1 when unreadable. */
-static long long proc_cpu(int pid)
-{
-    char path[64], buf[1024];
-    long long ut, st;
-    FILE *f;
-    char *p;
-    size_t n;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", pid);
-    if ((f = fopen(path, "r")) == NULL) {
-        return -1;
-    }
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    if ((p = strrchr(buf, ')')) == NULL) {
-        return -1;
-    }
-    /* After ")": state(3) … utime is field 14, stime 15. */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld",
-               &ut, &st) != 2) {
-        return -1;
-    }
-    return ut + st;
-}
-
-/* A "Key:  N kB" line of /proc/pid/status, in KiB; -1 when unreadable. */
-static long proc_kib(int pid, const char *key)
-{
-    char path[64], line[256];
-    size_t kl = strlen(key);
-    long v = -1;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%d/status", pid);
-    if ((f = fopen(path, "r")) == NULL) {
-        return -1;
-    }
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
-            v = strtol(line + kl + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-/* CPU time of every thread of pid, in ns: the sum of the threads'
- * sum_exec_runtime (/proc/PID/task/TID/schedstat, exact), or utime+stime
- * from /proc/PID/stat (10 ms ticks) when schedstat is missing. */
-static double cpu_ns(int p)
-{
-    char path[64], line[128];
-    double sum = 0;
-    struct dirent *d;
-    DIR *dir;
-    int found = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/task", p);
-    if ((dir = opendir(path)) != NULL) {
-        while ((d = readdir(dir)) != NULL) {
-            char sp[300];
-            FILE *f;
-            if (d->d_name[0] == '.') {
-                continue;
-            }
-            snprintf(sp, sizeof sp, "/proc/%d/task/%s/schedstat", p,
-                     d->d_name);
-            if ((f = fopen(sp, "r")) != NULL) {
-                if (fgets(line, sizeof line, f)) {
-                    sum += strtod(line, NULL);
-                    found = 1;
-                }
-                fclose(f);
-            }
-        }
-        closedir(dir);
-    }
-    if (found) {
-        return sum;
-    }
-    return (double)proc_cpu(p) * 1e9 / (double)sysconf(_SC_CLK_TCK);
-}
-
-/* Tell perf stat (--control fifo) to enable or disable its counters. */
-static void perf_ctl(const char *cmd)
-{
-    static int cfd = -1, afd = -1;
-    char ack[16];
-
-    if (o.ctl == NULL || o.ack == NULL) {
-        return;
-    }
-    if (cfd < 0) {
-        cfd = open(o.ctl, O_WRONLY);
-        afd = open(o.ack, O_RDONLY);
-    }
-    if (cfd < 0 || afd < 0) {
-        return;
-    }
-    if (write(cfd, cmd, strlen(cmd)) < 0) {
-        return;
-    }
-    if (read(afd, ack, sizeof ack) < 0) {
-        return;
-    }
-}
 
 /* Bytes already echoed by the server but not yet consumed here, over all
  * connections, in messages: the server did that work before this moment. */
@@ -380,8 +226,7 @@ static void pull(struct conn *c)
     }
     t = now_ns();
     if (measuring) {
-        count++;
-        hist[bucket((uint64_t)(t - c->t0))]++;
+        hist_add(&lat, (uint64_t)(t - c->t0));
     }
     new_message(c, t);
 }
@@ -473,7 +318,7 @@ struct window {
 static void measure(struct window *w)
 {
     measuring = 1;
-    perf_ctl("enable\n");
+    perf_ctl(o.ctl, o.ack, "enable\n");
     w->cpu0 = o.pid ? cpu_ns(o.pid) : 0;
     w->b0 = o.pid ? backlog() : 0;
     w->t0 = now_ns();
@@ -481,7 +326,7 @@ static void measure(struct window *w)
     w->t1 = now_ns();
     w->cpu1 = o.pid ? cpu_ns(o.pid) : 0;
     w->b1 = o.pid ? backlog() : 0;
-    perf_ctl("disable\n");
+    perf_ctl(o.ctl, o.ack, "disable\n");
     measuring = 0;
     if (o.pid) {
         w->rss = proc_kib(o.pid, "VmRSS");
@@ -492,15 +337,15 @@ static void measure(struct window *w)
 static void report(const struct window *w)
 {
     printf("rtt_per_s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu conns=%d",
-           (double)count * 1e9 / (double)(w->t1 - w->t0),
-           percentile(0.5) / 1e3, percentile(0.99) / 1e3,
+           (double)lat.count * 1e9 / (double)(w->t1 - w->t0),
+           hist_percentile(&lat, 0.5) / 1e3, hist_percentile(&lat, 0.99) / 1e3,
            (unsigned long long)errors, connected);
     if (o.pid) {
         /* Round trips the server served inside the window: those that
          * completed here, corrected for the echoes waiting in our receive
          * queues at each edge (up to CONNS of them). */
         double us = (w->cpu1 - w->cpu0) / 1e3;
-        double srv = (double)count + w->b1 - w->b0;
+        double srv = (double)lat.count + w->b1 - w->b0;
         printf(" rts=%.0f srv_cpu_us_per_rt=%.3f srv_rss0_kib=%ld "
                "srv_rss_kib=%ld srv_hwm_kib=%ld", srv,
                srv > 0 ? us / srv : 0.0, w->rss0, w->rss, w->hwm);

@@ -28,7 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#define NBUCKETS (64 * 8)
+#include "loadstat.h"
+
 #define MAX_SOCKS 1024
 #define RESEND_NS 100000000LL
 
@@ -43,141 +44,8 @@ static size_t size = 64;
 static double secs = 5, warm = 1;
 static const char *ctl, *ackf;
 static char *msg, *rbuf;
-static uint64_t hist[NBUCKETS], count, errors;
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-/* Log buckets: 8 per power of two. */
-static int bucket(uint64_t ns)
-{
-    int msb;
-
-    if (ns < 8) {
-        return (int)ns;
-    }
-    msb = 63 - __builtin_clzll(ns);
-    return msb * 8 + (int)((ns >> (msb - 3)) & 7);
-}
-
-static double percentile(double p)
-{
-    uint64_t want = (uint64_t)(p * (double)count), seen = 0;
-
-    for (int b = 0; b < NBUCKETS; b++) {
-        seen += hist[b];
-        if (seen > want) {
-            int msb = b / 8;
-            double lo = (double)(1ULL << msb) * (1.0 + (b % 8) / 8.0);
-            return b < 8 ? b : lo + (double)(1ULL << msb) / 16.0;
-        }
-    }
-    return 0;
-}
-
-static long long proc_cpu(int p)
-{
-    char path[64], buf[1024];
-    long long ut, st;
-    FILE *f;
-    char *q;
-    size_t n;
-
-    snprintf(path, sizeof path, "/proc/%d/stat", p);
-    if ((f = fopen(path, "r")) == NULL) {
-        return -1;
-    }
-    n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    if ((q = strrchr(buf, ')')) == NULL ||
-        sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lld %lld",
-               &ut, &st) != 2) {
-        return -1;
-    }
-    return ut + st;
-}
-
-static long proc_kib(int p, const char *key)
-{
-    char path[64], line[256];
-    size_t kl = strlen(key);
-    long v = -1;
-    FILE *f;
-
-    snprintf(path, sizeof path, "/proc/%d/status", p);
-    if ((f = fopen(path, "r")) == NULL) {
-        return -1;
-    }
-    while (fgets(line, sizeof line, f)) {
-        if (strncmp(line, key, kl) == 0 && line[kl] == ':') {
-            v = strtol(line + kl + 1, NULL, 10);
-            break;
-        }
-    }
-    fclose(f);
-    return v;
-}
-
-/* CPU time of every thread of pid, in ns: the sum of the threads'
- * sum_exec_runtime (/proc/PID/task/TID/schedstat, exact), or utime+stime
- * from /proc/PID/stat (10 ms ticks) when schedstat is missing. */
-static double cpu_ns(int p)
-{
-    char path[64], line[128];
-    double sum = 0;
-    struct dirent *d;
-    DIR *dir;
-    int found = 0;
-
-    snprintf(path, sizeof path, "/proc/%d/task", p);
-    if ((dir = opendir(path)) != NULL) {
-        while ((d = readdir(dir)) != NULL) {
-            char sp[300];
-            FILE *f;
-            if (d->d_name[0] == '.') {
-                continue;
-            }
-            snprintf(sp, sizeof sp, "/proc/%d/task/%s/schedstat", p,
-                     d->d_name);
-            if ((f = fopen(sp, "r")) != NULL) {
-                if (fgets(line, sizeof line, f)) {
-                    sum += strtod(line, NULL);
-                    found = 1;
-                }
-                fclose(f);
-            }
-        }
-        closedir(dir);
-    }
-    if (found) {
-        return sum;
-    }
-    return (double)proc_cpu(p) * 1e9 / (double)sysconf(_SC_CLK_TCK);
-}
-
-static void perf_ctl(const char *cmd)
-{
-    static int cfd = -1, afd = -1;
-    char ack[16];
-
-    if (ctl == NULL || ackf == NULL) {
-        return;
-    }
-    if (cfd < 0) {
-        cfd = open(ctl, O_WRONLY);
-        afd = open(ackf, O_RDONLY);
-    }
-    if (cfd < 0 || afd < 0 || write(cfd, cmd, strlen(cmd)) < 0 ||
-        read(afd, ack, sizeof ack) < 0) {
-        return;
-    }
-}
+static struct hist lat;
+static uint64_t errors;
 
 static void ping(struct sock *s, int64_t t)
 {
@@ -219,8 +87,7 @@ static void on_reply(struct sock *s)
         }
         t = now_ns();
         if (measuring) {
-            count++;
-            hist[bucket((uint64_t)(t - s->t0))]++;
+            hist_add(&lat, (uint64_t)(t - s->t0));
         }
         ping(s, t);
     }
@@ -308,21 +175,21 @@ int main(int argc, char **argv)
     run_until(t0 + (int64_t)(warm * 1e9));
     errors = 0; /* losses while the server starts up do not count */
     measuring = 1;
-    perf_ctl("enable\n");
+    perf_ctl(ctl, ackf, "enable\n");
     cpu0 = pid ? cpu_ns(pid) : 0;
     t0 = now_ns();
     run_until(t0 + (int64_t)(secs * 1e9));
     t1 = now_ns();
     cpu1 = pid ? cpu_ns(pid) : 0;
-    perf_ctl("disable\n");
+    perf_ctl(ctl, ackf, "disable\n");
     printf("rtt_per_s=%.0f p50_us=%.1f p99_us=%.1f errors=%llu socks=%d",
-           (double)count * 1e9 / (double)(t1 - t0), percentile(0.5) / 1e3,
-           percentile(0.99) / 1e3, (unsigned long long)errors, nsocks);
+           (double)lat.count * 1e9 / (double)(t1 - t0), hist_percentile(&lat, 0.5) / 1e3,
+           hist_percentile(&lat, 0.99) / 1e3, (unsigned long long)errors, nsocks);
     if (pid) {
         double us = (cpu1 - cpu0) / 1e3;
         printf(" rts=%llu srv_cpu_us_per_rt=%.3f srv_rss_kib=%ld "
                "srv_hwm_kib=%ld",
-               (unsigned long long)count, count ? us / (double)count : 0.0,
+               (unsigned long long)lat.count, lat.count ? us / (double)lat.count : 0.0,
                proc_kib(pid, "VmRSS"), proc_kib(pid, "VmHWM"));
     }
     printf("\n");
