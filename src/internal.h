@@ -41,8 +41,10 @@ struct usock {
     unsigned char listening;      /* listen() succeeded */
     unsigned char connected;      /* connect() or accept() succeeded */
     unsigned char tried;          /* connect() was called, or accepted */
-    unsigned char drained;        /* the last stream recv emptied the
-                                     kernel's queue (a short read) */
+    unsigned char drained;        /* the kernel's queue is likely empty:
+                                     the last stream recv was short, or
+                                     the last datagram had to be waited
+                                     for */
 };
 
 /* Default timeout for new sockets, in ns (-1 none). */

@@ -102,12 +102,15 @@ int usock_sendall(usock_t *s, const void *buf, size_t n)
 ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
                     int64_t *dl)
 {
+    int waited = 0;
+
     /* The last read emptied the kernel's queue (as after every reply of a
      * request/response protocol): wait for data first rather than pay for
      * a recv(2) that fails with EAGAIN.  A deadline already passed still
      * gets one try, so a call that need not wait still succeeds. */
     if (s->drained && s->timeout != 0) {
         s->drained = 0;
+        waited = 1;
         if (usock__wait(s, USOCK__IN, dl) < 0 && errno != ETIMEDOUT) {
             return -1;
         }
@@ -122,7 +125,10 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
             r = recv(s->fd, buf, n, 0);
         }
         if (r >= 0) {
-            s->drained = s->type == SOCK_STREAM && r > 0 && (size_t)r < n;
+            /* A short stream read emptied the queue; a datagram that had
+             * to be waited for says the queue is usually empty. */
+            s->drained = s->type == SOCK_STREAM ? r > 0 && (size_t)r < n
+                                                : waited;
             return r;
         }
         if (errno == EINTR) {
@@ -131,6 +137,7 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             return -1;
         }
+        waited = 1;
         if (usock__wait(s, USOCK__IN, dl) < 0) {
             return -1;
         }
