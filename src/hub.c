@@ -143,8 +143,7 @@ static void poll_once(struct usock_hub *h, int block)
 /*  Switching                                                               */
 /* ------------------------------------------------------------------------ */
 
-/* Release the stack of a task that finished before this switch. */
-static inline void reap(struct usock_hub *h)
+void usock__hub_reap(struct usock_hub *h)
 {
     if (unlikely(h->zombie != NULL)) {
         struct usock__task *z = h->zombie;
@@ -163,7 +162,7 @@ static void switch_to(struct usock_hub *h, struct usock__task *from,
     usock__ctx_switch(&from->ctx, &to->ctx);
     usock__asan_arrive(fake);
     /* Back on `from`'s stack: whoever switched here set h->current. */
-    reap(h);
+    usock__hub_reap(h);
 }
 
 /*
@@ -407,7 +406,9 @@ static void hub_destroy(void *arg)
         h->reactor.ops->destroy(&h->reactor);
     }
     usock__heap_free(&h->timers);
-    drain_inbox(h); /* runs nothing harmful: posts become tasks freed below */
+    /* Late messages: posts are dropped (the hub is no longer this thread's),
+     * resolver results are freed (their waiters were unlinked above). */
+    drain_inbox(h);
     pthread_mutex_destroy(&h->lock);
     usock__stack_drain();
     free(h);
@@ -545,7 +546,9 @@ static void post_spawn(void *arg)
 {
     struct post p = *(struct post *)arg;
     free(arg);
-    usock_spawn(p.fn, p.arg);
+    if (usock__tls_hub != NULL) { /* NULL: the thread's hub is going away */
+        usock_spawn(p.fn, p.arg);
+    }
 }
 
 int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg)

@@ -141,6 +141,12 @@ USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
 /* Tasks (task.c) call these on the hub (hub.c). */
 USOCK__HIDDEN int usock__ids_add(struct usock_hub *h, struct usock__task *t);
 USOCK__HIDDEN void usock__ids_del(struct usock_hub *h, struct usock__task *t);
+/* Release the stack of a task that finished before the last switch (its
+ * successor runs this, off the dead stack). */
+USOCK__HIDDEN void usock__hub_reap(struct usock_hub *h);
+/* Sleep until `until` (monotonic ns) with nothing else to run: a thread
+ * with no reactor.  EINTR resumes the sleep. */
+USOCK__HIDDEN void usock__sleep_until(int64_t until);
 /* Finish the current task: never returns. */
 USOCK__HIDDEN void usock__hub_exit(struct usock_hub *h) __attribute__((noreturn));
 /* Release the task's resources (its stack, which holds it). */

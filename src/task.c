@@ -116,11 +116,7 @@ static void task_main(void *arg)
 
     usock__asan_arrive(NULL);
     /* A task that finished just before us left its stack to release. */
-    if (h->zombie) {
-        struct usock__task *z = h->zombie;
-        h->zombie = NULL;
-        usock__task_free(z);
-    }
+    usock__hub_reap(h);
     t->fn(t->arg);
 
     /* Finished: wake the joiners and a waiting usock_run, then leave. */
@@ -280,16 +276,13 @@ int usock_self(void)
 /*  Sleep, yield, run                                                       */
 /* ------------------------------------------------------------------------ */
 
-/* Sleep on a thread that has no reactor: nothing else can run anyway. */
-static int sleep_plain(int64_t until)
+void usock__sleep_until(int64_t until)
 {
     struct timespec ts = {.tv_sec = until / 1000000000,
                           .tv_nsec = until % 1000000000};
-    int r;
-    while ((r = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL)) ==
+    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
            EINTR) {
     }
-    return r;
 }
 
 int usock_sleep(double seconds)
@@ -313,7 +306,7 @@ int usock_sleep(double seconds)
     int64_t until = usock__clock_ns() + ns;
     int64_t dl = usock__deadline(ns);
     if (!h->has_reactor) {
-        sleep_plain(dl);
+        usock__sleep_until(dl);
     } else if (usock__park(h, &w, dl) != ETIMEDOUT) {
         return fail(w.result);
     }

@@ -6,7 +6,6 @@
 
 #include <errno.h>
 #include <poll.h>
-#include <time.h>
 
 #include "internal.h"
 
@@ -158,11 +157,7 @@ int usock__backoff(struct usock *s, int dir, int64_t *dl, int64_t until)
     if (!h->has_reactor) {
         /* No other task to run: a plain sleep (fds may be exhausted, so
          * do not make a reactor now). */
-        struct timespec ts = {.tv_sec = end / 1000000000,
-                              .tv_nsec = end % 1000000000};
-        while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
-               EINTR) {
-        }
+        usock__sleep_until(end);
         return last ? usock__fail(ETIMEDOUT) : 0;
     }
     /* Only the timer ends this wait with ETIMEDOUT; close and cancel end
