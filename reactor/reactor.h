@@ -69,6 +69,9 @@ struct usock__reactor {
     const struct usock__reactor_ops *ops;
     struct usock__reactor_hooks hooks;
     void *impl; /* backend state */
+    const void *hint; /* while a readiness callback runs: the backend's
+                         record of that fd, which the woken task's next
+                         io_set touches (the hub prefetches it); else NULL */
 };
 
 struct usock__reactor_ops {

@@ -40,10 +40,45 @@ void usock__ready(struct usock_hub *h, struct usock__task *t)
     h->rq_len++;
 }
 
+/* Cache lines a task touches above its saved stack pointer as it resumes
+ * (the switch's saved registers and the frames of a blocked recv or send
+ * returning: about 430 bytes on x86_64 with gcc -O2, below a
+ * 1 KiB buffer on the stack of the task's function). */
+#define USOCK__RESUME_LINES 8
+
+/*
+ * With thousands of tasks, a task's stack, record and socket have usually
+ * left the caches by the time it runs.  Each pop fetches ahead, in two
+ * stages so no load waits on memory: the record of the task after next,
+ * and the stack top and socket of the next task (whose record the previous
+ * pop fetched).  Hints only: stale pointers are harmless to a prefetch.
+ */
+static void prefetch_ahead(const struct usock__task *n)
+{
+    if (!n) {
+        return;
+    }
+    __builtin_prefetch(n->next);
+#ifndef USOCK_CTX_UCONTEXT
+    const char *sp = n->ctx.sp;
+    for (int i = 0; i < USOCK__RESUME_LINES; i++) {
+        __builtin_prefetch(sp + 64 * i);
+    }
+#endif
+    if (n->touch[0]) {
+        __builtin_prefetch(n->touch[0]);
+        __builtin_prefetch((const char *)n->touch[0] + 64);
+    }
+    if (n->touch[1]) {
+        __builtin_prefetch(n->touch[1]);
+    }
+}
+
 static struct usock__task *rq_pop(struct usock_hub *h)
 {
     struct usock__task *t = h->rq_head;
     if (t) {
+        prefetch_ahead(t->next);
         h->rq_head = t->next;
         if (!h->rq_head) {
             h->rq_tail = NULL;
@@ -69,6 +104,8 @@ void usock__wake(struct usock__wait *w, int result)
     }
     usock__heap_remove(&h->timers, &w->timer);
     w->result = result;
+    t->touch[0] = w->owner;
+    t->touch[1] = h->reactor.hint;
     if (t->wait == w) {
         t->wait = NULL;
     }

@@ -22,6 +22,7 @@
 #define USOCKET_HUB_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "ctx.h"
@@ -51,24 +52,36 @@ struct usock__wait {
     int result;                    /* 0 or an errno value, set by the waker */
 };
 
-/* A task.  Spawned tasks keep this at the top of their own stack. */
+/* A task.  Spawned tasks keep this at the top of their own stack, 64-byte
+ * aligned; the fields every switch and wait touch come first, so they share
+ * one cache line. */
 struct usock__task {
     struct usock__ctx ctx;
-    struct usock_hub *hub;
     struct usock__task *next;     /* run queue link */
-    struct usock__task *hnext;    /* id table chain */
     struct usock__wait *wait;     /* the wait it is parked on, or NULL */
+    struct usock_hub *hub;
+    int64_t deadline;             /* task deadline, USOCK__NEVER if none */
+    const void *touch[2];         /* what the task will touch first when it
+                                     runs (the socket it waited on and the
+                                     reactor's record of its fd), for a
+                                     prefetch; may be stale */
+    unsigned char cancelled;      /* sticky: every blocking call fails */
+    unsigned char queued;         /* on the run queue */
+    int id;
+    /* Cold: spawn, join, exit. */
+    struct usock__task *hnext;    /* id table chain */
     struct usock__wait *joiners;  /* tasks waiting in usock_join */
     void (*fn)(void *);
     void *arg;
     struct usock__stack stack;    /* zeroed for the thread's own context */
-    int64_t deadline;             /* task deadline, USOCK__NEVER if none */
-    int id;
     void *stack_lo;               /* for AddressSanitizer's fiber calls */
     size_t stack_len;
-    unsigned char cancelled;      /* sticky: every blocking call fails */
-    unsigned char queued;         /* on the run queue */
 };
+
+#ifndef USOCK_CTX_UCONTEXT
+_Static_assert(offsetof(struct usock__task, id) + sizeof(int) <= 64,
+               "the hot task fields fit one cache line");
+#endif
 
 /* A unit of work handed to a hub from another thread (usock_hub_post,
  * resolver completions).  fn runs on the hub's thread, in its loop. */

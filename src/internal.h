@@ -29,15 +29,18 @@ struct usock__rbuf {
     size_t off, len, cap;
 };
 
+/* Allocated 64-byte aligned: the fields a recv or send and its wait touch
+ * fill the first cache line, the read buffer and flags the second. */
 struct usock {
     int fd;
-    int family, type, proto;
+    int type;
     int64_t timeout;              /* ns; -1 none, 0 non-blocking */
-    struct usock__io io;
-    struct usock_hub *hub;        /* hub whose reactor knows io, or NULL */
     struct usock__wait *rwait;    /* the task waiting to read */
     struct usock__wait *wwait;    /* the task waiting to write */
+    struct usock_hub *hub;        /* hub whose reactor knows io, or NULL */
+    struct usock__io io;
     struct usock__rbuf rb;
+    int family, proto;
     unsigned char listening;      /* listen() succeeded */
     unsigned char connected;      /* connect() or accept() succeeded */
     unsigned char tried;          /* connect() was called, or accepted */
@@ -46,6 +49,9 @@ struct usock {
                                      the last datagram had to be waited
                                      for */
 };
+_Static_assert(offsetof(struct usock, io) + sizeof(struct usock__io) <= 64,
+               "the hot socket fields fit one cache line");
+_Static_assert(sizeof(struct usock) <= 128, "a socket is two cache lines");
 
 /* Default timeout for new sockets, in ns (-1 none). */
 USOCK__HIDDEN int64_t usock__default_timeout(void);

@@ -45,12 +45,13 @@ int usock__check_io(const struct usock *s, const void *buf, size_t n)
 
 struct usock *usock__wrap(int fd, int family, int type, int proto)
 {
-    struct usock *s = calloc(1, sizeof(*s));
+    struct usock *s;
 
-    if (!s) {
+    if (posix_memalign((void **)&s, 64, sizeof(*s)) != 0) {
         errno = ENOMEM;
         return NULL;
     }
+    *s = (struct usock){0};
     s->fd = fd;
     s->family = family;
     s->type = type;
