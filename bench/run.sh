@@ -11,8 +11,10 @@
 # (VmRSS, VmHWM) at the edges of its measurement window, so CPU per round
 # trip covers the window only; round trips are counted as the server saw
 # them (echoes still queued at the generator at each edge corrected for).
-# System calls per round trip come from one extra counting
-# round under `perf stat -e raw_syscalls:sys_enter`, enabled and disabled
+# System calls per round trip come from extra counting rounds (3; quick:
+# 1; the median is reported: how many events one epoll_wait returns, and
+# so its share, depends on how the two sides' speeds happen to lock)
+# under `perf stat -e raw_syscalls:sys_enter`, enabled and disabled
 # by the generator at the window's edges through perf's control fifo (exact
 # counts); when perf cannot count, from `strace -c -f` over one short whole
 # run instead (setup included: approximate).  Every server started here is
@@ -23,9 +25,9 @@ B=${1:-.}
 QUICK=${BENCH_QUICK:-0}
 [ "$QUICK" = 1 ] || QUICK=0
 if [ "$QUICK" = 1 ]; then
-    PAIRS=2 D=1 W=0.3 CD=0.5 CW=0.1
+    PAIRS=2 D=1 W=0.3 CD=0.5 CW=0.1 COUNTS=1
 else
-    PAIRS=5 D=3 W=1 CD=1 CW=0.3
+    PAIRS=5 D=3 W=1 CD=1 CW=0.3 COUNTS=3
 fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/usock-bench.XXXXXX") || exit 1
 REC=$TMP/records
@@ -190,10 +192,12 @@ echo "mode: $([ $QUICK = 1 ] && echo quick || echo full): $PAIRS rounds of" \
     "${D}s (+${W}s warm-up); servers on CPU 0, load on CPU 1;" \
     "system calls counted by: $COUNT"
 echo "running (one line per run on stderr) ..."
-case $COUNT in
-perf) round 0 perf ;;
-strace) round 0 strace ;;
-esac
+# Counting rounds are numbered 0, -1, -2 …; the report takes the median.
+c=0
+while [ $c -lt "$COUNTS" ] && [ "$COUNT" != none ]; do
+    round "-$c" "$COUNT"
+    c=$((c + 1))
+done
 r=1
 while [ $r -le "$PAIRS" ]; do
     round "$r" plain
@@ -248,7 +252,7 @@ function upto(v, lim, unit) {
 function basekind(s) { return s ~ /^u/ ? "ubase" : "base" }
 {
     s = $1; k = $2; r = $3
-    if (r == 0) { sys[s, k] = $11; next }
+    if (r <= 0) { if ($11 != "-") sys[s, k] = sys[s, k] " " $11; next }
     rtt[s, k, r] = $4; cpu[s, k, r] = $5
     hwm[s, k] = hwm[s, k] " " $6
     if ($10 > 0) perconn[s, k] = perconn[s, k] " " ($8 - $7) * 1024 / $10
@@ -330,11 +334,11 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
     c = med(rc[s, k]); r = med(rr[s, k])
     out = sprintf("  %-7s %-11s: cpu/rt %.2fx", k, label, c)
     if (tcpu) out = out sprintf(" (target <= %.2fx) %s", tcpu, mark(c <= tcpu))
-    sb = sys[s, b]; sk = sys[s, k]
-    if (sk != "" && sk != "-") {
+    sb = med(sys[s, b]); sk = med(sys[s, k])
+    if (sk >= 0) {
         out = out sprintf("  syscalls/rt %.2f vs %.2f", sk, sb)
-        if (tsys) out = out sprintf(" (target within 5%%) %s",
-            mark(sb > 0 && sk / sb <= 1.05 && sk / sb >= 0.95))
+        if (tsys) out = out sprintf(" (target <= 1.05x the baseline) %s",
+            mark(sb > 0 && sk / sb <= 1.05))
     }
     out = out sprintf("  rt/s %.2fx", r)
     if (trtt) out = out sprintf(" (target >= %.2fx) %s", trtt, mark(r >= trtt))
