@@ -422,8 +422,14 @@ struct usock__task *usock__task_find(struct usock_hub *h, int id)
 static void hub_destroy(void *arg)
 {
     struct usock_hub *h = arg;
+    int jobs;
 
     usock__tls_hub = NULL;
+    /* From here on no message gets in, and no worker touches the reactor
+     * (they wake it under the lock). */
+    pthread_mutex_lock(&h->lock);
+    h->dead = 1;
+    pthread_mutex_unlock(&h->lock);
     for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
         struct usock__task *t = h->ids[i], *next;
         for (; t; t = next) {
@@ -446,9 +452,14 @@ static void hub_destroy(void *arg)
     /* Late messages: posts are dropped (the hub is no longer this thread's),
      * resolver results are freed (their waiters were unlinked above). */
     drain_inbox(h);
-    pthread_mutex_destroy(&h->lock);
     usock__stack_drain();
-    free(h);
+    pthread_mutex_lock(&h->lock);
+    jobs = h->jobs;
+    pthread_mutex_unlock(&h->lock);
+    if (jobs == 0) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    } /* else the last worker frees it (usock__hub_job_done) */
 }
 
 /* The bounds of the thread's own stack, for AddressSanitizer. */
@@ -522,22 +533,81 @@ int usock__hub_reactor(struct usock_hub *h)
     return ops ? attach(h, ops, NULL) : -1;
 }
 
-int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
+/* Queue fn(arg) in h's inbox and wake h, under h->lock held by the caller:
+ * 0, or -1 with errno (ENOMEM, ESHUTDOWN when h's thread has exited).  The
+ * wake-up happens under the lock, so the thread cannot destroy its reactor
+ * meanwhile (hub_destroy marks the hub dead under the lock first). */
+static int inbox_put(struct usock_hub *h, struct usock__inbox_item *it,
+                     void (*fn)(void *), void *arg)
 {
-    struct usock__inbox_item *it = malloc(sizeof(*it));
-
+    if (h->dead) {
+        errno = ESHUTDOWN;
+        return -1;
+    }
     if (!it) {
         errno = ENOMEM;
         return -1;
     }
     it->fn = fn;
     it->arg = arg;
-    pthread_mutex_lock(&h->lock);
     it->next = h->inbox;
     h->inbox = it;
-    pthread_mutex_unlock(&h->lock);
     h->reactor.ops->wakeup(&h->reactor);
     return 0;
+}
+
+int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
+{
+    struct usock__inbox_item *it = malloc(sizeof(*it));
+
+    pthread_mutex_lock(&h->lock);
+    int r = inbox_put(h, it, fn, arg);
+    pthread_mutex_unlock(&h->lock);
+    if (r < 0) {
+        int e = errno;
+        free(it);
+        errno = e;
+    }
+    return r;
+}
+
+void usock__hub_job_start(struct usock_hub *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->jobs++;
+    pthread_mutex_unlock(&h->lock);
+}
+
+void usock__hub_job_cancel(struct usock_hub *h)
+{
+    pthread_mutex_lock(&h->lock);
+    h->jobs--;
+    pthread_mutex_unlock(&h->lock);
+}
+
+int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
+{
+    struct usock__inbox_item *it = malloc(sizeof(*it));
+    int r, last;
+
+    pthread_mutex_lock(&h->lock);
+    r = inbox_put(h, it, fn, arg);
+    if (r < 0 && errno == ENOMEM) {
+        pthread_mutex_unlock(&h->lock);
+        errno = ENOMEM;
+        return -1;
+    }
+    h->jobs--;
+    last = h->dead && h->jobs == 0;
+    pthread_mutex_unlock(&h->lock);
+    if (r < 0) {
+        free(it);
+    }
+    if (last) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    }
+    return r < 0 ? 1 : 0;
 }
 
 /* ------------------------------------------------------------------------ */

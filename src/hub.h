@@ -112,6 +112,10 @@ struct usock_hub {
     /* Cross-thread inbox, guarded by lock. */
     pthread_mutex_t lock;
     struct usock__inbox_item *inbox;
+    int jobs;                         /* resolver workers in flight */
+    int dead;                         /* the thread has exited: the hub
+                                         stays allocated only until the
+                                         last worker is done with it */
     int shutdown;                     /* usock_hub_shutdown was called */
 };
 
@@ -146,6 +150,18 @@ USOCK__HIDDEN void usock__hub_block(struct usock_hub *h);
  * ESHUTDOWN). */
 USOCK__HIDDEN int usock__hub_send(struct usock_hub *h, void (*fn)(void *),
                                   void *arg);
+
+/* Worker threads (the resolver) that will hand a result to hub h: call
+ * usock__hub_job_start on h's thread before the worker starts (the hub then
+ * outlives its thread until the worker is done), and from the worker
+ * usock__hub_job_done(h, fn, arg): 0 when fn(arg) will run on h's thread,
+ * 1 when that thread has exited (the caller frees arg itself), -1 with
+ * errno ENOMEM (try again).  usock__hub_job_cancel undoes a start whose
+ * worker never ran. */
+USOCK__HIDDEN void usock__hub_job_start(struct usock_hub *h);
+USOCK__HIDDEN int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *),
+                                      void *arg);
+USOCK__HIDDEN void usock__hub_job_cancel(struct usock_hub *h);
 
 /* The task with this id on hub h, or NULL. */
 USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,

@@ -4,7 +4,9 @@
  * thread (glibc's resolver blocks and needs more stack than a task has)
  * while the calling task waits on its hub.  The worker hands the result
  * back through the hub's inbox; if the task gave up meanwhile (timeout,
- * deadline, cancel), the late result is freed there.
+ * deadline, cancel), the late result is freed there.  A hub whose thread
+ * exits while workers still run stays allocated until the last of them is
+ * done (usock__hub_job_done), and their results are freed by the workers.
  *
  *   task ──job──▶ worker thread: getaddrinfo ──usock__hub_send──▶ hub
  *     ▲                                                          │
@@ -65,10 +67,15 @@ static void *worker(void *arg)
     }
     j->rc = getaddrinfo(j->host, j->port, &j->hints, &j->res);
     j->err = errno;
-    while (usock__hub_send(j->hub, done, j) < 0) {
+    int r;
+    while ((r = usock__hub_job_done(j->hub, done, j)) < 0) {
         /* Out of memory for the message: try again shortly. */
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
+    }
+    if (r > 0) {
+        /* The hub's thread has exited (and with it the waiting task). */
+        job_free(j);
     }
     return NULL;
 }
@@ -110,7 +117,8 @@ fail:
     return EAI_MEMORY;
 }
 
-/* Run the job on a worker while the task waits.  0, or an EAI_* code. */
+/* Run the job on a worker while the task waits (the job is freed here or
+ * by whoever ends it).  0, or an EAI_* code. */
 static int resolve_off_hub(struct job *j, usock_addrinfo_t **res)
 {
     struct usock_hub *h = usock__hub_get();
@@ -120,6 +128,7 @@ static int resolve_off_hub(struct job *j, usock_addrinfo_t **res)
     int rc;
 
     if (!h || usock__hub_reactor(h) < 0) {
+        job_free(j);
         return EAI_SYSTEM;
     }
     j->hub = h;
@@ -128,9 +137,12 @@ static int resolve_off_hub(struct job *j, usock_addrinfo_t **res)
     j->w = &w;
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    usock__hub_job_start(h);
     rc = pthread_create(&tid, &attr, worker, j);
     pthread_attr_destroy(&attr);
     if (rc != 0) {
+        usock__hub_job_cancel(h);
+        job_free(j);
         errno = rc;
         return EAI_SYSTEM;
     }

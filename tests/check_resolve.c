@@ -8,6 +8,7 @@
 
 #include <check.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -454,6 +455,44 @@ START_TEST(many_lookups)
 }
 END_TEST
 
+/* A thread whose task waits on a slow lookup exits before the worker is
+ * done: the worker must not touch the freed hub, and the waiting task's
+ * record is gone, so the worker frees the result.  (The use after free this
+ * guards against shows under make check-asan / check-valgrind.) */
+static struct lookup orphan = {.host = "localhost", .port = 80, .rc = -100};
+
+static void *orphan_thread(void *arg)
+{
+    (void)arg;
+    if (usock_spawn(lookup_task, &orphan) < 0 || usock_sleep(0.1) < 0) {
+        return (void *)1;
+    }
+    return NULL; /* the lookup is still in flight: the hub goes now */
+}
+
+START_TEST(thread_exits_during_lookup)
+{
+    pthread_t th;
+    void *ret = (void *)2;
+
+    set_hook(0.5);
+    ck_assert_int_eq(pthread_create(&th, NULL, orphan_thread, NULL), 0);
+    ck_assert_int_eq(pthread_join(th, &ret), 0);
+    ck_assert_ptr_null(ret);
+    ck_assert_int_eq(orphan.done, 0); /* the task never saw a result */
+    /* Let the worker finish against the dead hub, then do it again with a
+     * hub that is alive and resolves normally. */
+    struct timespec ts = {0, 800000000};
+    nanosleep(&ts, NULL);
+    ck_assert_int_eq(orphan.done, 0);
+    reset_hook();
+    struct lookup b = {.host = "localhost", .port = 7, .rc = -100};
+    lookup_task(&b);
+    ck_assert_int_eq(b.rc, 0);
+    ck_assert_str_eq(b.addr, "127.0.0.1:7");
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
     tcase_add_test(tc, numeric_ipv4);
@@ -470,6 +509,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, cancel_lookup);
     tcase_add_test(tc, deadline_lookup);
     tcase_add_test(tc, many_lookups);
+    tcase_add_test(tc, thread_exits_during_lookup);
 }
 
 static Suite *resolve_suite(void)
