@@ -4,14 +4,17 @@
  * each keeping exactly one SIZE-byte message in flight (ping-pong).
  *
  *   echo_load -p PORT -c CONNS -s SIZE -d SECONDS [-w WARMUP] [-n NSRC]
- *             [-P SERVER_PID] [-C CTL_FIFO -A ACK_FIFO]
+ *             [-P SERVER_PID [-K SERVER_CPU]] [-C CTL_FIFO -A ACK_FIFO]
  *
  * Phases: connect (bounded), warm-up, measurement.  Only round trips that
  * complete inside the measurement window are counted; their latencies go
  * into a log-bucketed histogram.  With -P, the server's CPU time (the
  * sum of its threads' /proc/PID/task/TID/schedstat run time, in ns; else
  * utime + stime from /proc/PID/stat) and memory (/proc/PID/status) are
- * read at the exact edges of the window; with -C/-A, "enable" and
+ * read at the exact edges of the window; with -K, so is the busy time of
+ * the CPU the server is pinned to (/proc/stat: the server and the
+ * kernel's softirq work done there, in ksoftirqd too, which the server's
+ * own time misses); with -C/-A, "enable" and
  * "disable" are written to a `perf stat --control` fifo at those edges,
  * so perf counts the server's system calls inside the window only.  Round
  * trips are counted as the server saw them: the echoes still queued here
@@ -62,11 +65,12 @@ struct opts {
     int port, conns, nsrc;
     size_t size;
     double secs, warm;
-    int pid;
+    int pid, cpu;      /* -P, -K (-1: none) */
     const char *ctl, *ack;
 };
 
-static struct opts o = {.warm = 1.0, .size = 64, .conns = 1, .secs = 5};
+static struct opts o = {.warm = 1.0, .size = 64, .conns = 1, .secs = 5,
+                       .cpu = -1};
 static struct conn *cs;
 static int ep;
 static char *msg, *rbuf;
@@ -278,7 +282,7 @@ static void run_until(int64_t until, int connect_phase)
 static void usage(void)
 {
     fprintf(stderr, "usage: echo_load -p PORT -c CONNS -s SIZE -d SECONDS "
-                    "[-w WARMUP] [-n NSRC] [-P PID] [-C CTL -A ACK]\n");
+                    "[-w WARMUP] [-n NSRC] [-P PID [-K CPU]] [-C CTL -A ACK]\n");
     exit(2);
 }
 
@@ -286,7 +290,7 @@ static void parse(int argc, char **argv)
 {
     int ch;
 
-    while ((ch = getopt(argc, argv, "p:c:s:d:w:n:P:C:A:")) != -1) {
+    while ((ch = getopt(argc, argv, "p:c:s:d:w:n:P:K:C:A:")) != -1) {
         switch (ch) {
         case 'p': o.port = atoi(optarg); break;
         case 'c': o.conns = atoi(optarg); break;
@@ -295,6 +299,7 @@ static void parse(int argc, char **argv)
         case 'w': o.warm = atof(optarg); break;
         case 'n': o.nsrc = atoi(optarg); break;
         case 'P': o.pid = atoi(optarg); break;
+        case 'K': o.cpu = atoi(optarg); break;
         case 'C': o.ctl = optarg; break;
         case 'A': o.ack = optarg; break;
         default: usage();
@@ -310,7 +315,7 @@ static void parse(int argc, char **argv)
 
 /* The measurement window: what the server did inside it (when -P). */
 struct window {
-    double cpu0, cpu1, b0, b1;
+    double cpu0, cpu1, b0, b1, busy0, busy1;
     int64_t t0, t1;
     long rss0, rss, hwm;
 };
@@ -320,11 +325,13 @@ static void measure(struct window *w)
     measuring = 1;
     perf_ctl(o.ctl, o.ack, "enable\n");
     w->cpu0 = o.pid ? cpu_ns(o.pid) : 0;
+    w->busy0 = o.cpu >= 0 ? cpu_busy_ns(o.cpu) : -1;
     w->b0 = o.pid ? backlog() : 0;
     w->t0 = now_ns();
     run_until(w->t0 + (int64_t)(o.secs * 1e9), 0);
     w->t1 = now_ns();
     w->cpu1 = o.pid ? cpu_ns(o.pid) : 0;
+    w->busy1 = o.cpu >= 0 ? cpu_busy_ns(o.cpu) : -1;
     w->b1 = o.pid ? backlog() : 0;
     perf_ctl(o.ctl, o.ack, "disable\n");
     measuring = 0;
@@ -349,6 +356,10 @@ static void report(const struct window *w)
         printf(" rts=%.0f srv_cpu_us_per_rt=%.3f srv_rss0_kib=%ld "
                "srv_rss_kib=%ld srv_hwm_kib=%ld", srv,
                srv > 0 ? us / srv : 0.0, w->rss0, w->rss, w->hwm);
+        if (w->busy0 >= 0 && w->busy1 >= 0 && srv > 0) {
+            printf(" cpu_busy_us_per_rt=%.3f",
+                   (w->busy1 - w->busy0) / 1e3 / srv);
+        }
     }
     printf("\n");
     fflush(stdout);

@@ -151,6 +151,31 @@ double cpu_ns(int p)
     return (double)proc_cpu(p) * 1e9 / (double)sysconf(_SC_CLK_TCK);
 }
 
+double cpu_busy_ns(int cpu)
+{
+    char line[256], want[16];
+    unsigned long long v[7] = {0};
+    double r = -1;
+    FILE *f = fopen("/proc/stat", "r");
+
+    if (f == NULL) {
+        return -1;
+    }
+    snprintf(want, sizeof want, "cpu%d ", cpu);
+    while (fgets(line, sizeof line, f)) {
+        if (strncmp(line, want, strlen(want)) == 0 &&
+            sscanf(line + strlen(want), "%llu %llu %llu %llu %llu %llu %llu",
+                   &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &v[6]) == 7) {
+            /* user nice system idle iowait irq softirq */
+            r = (double)(v[0] + v[1] + v[2] + v[5] + v[6]) * 1e9 /
+                (double)sysconf(_SC_CLK_TCK);
+            break;
+        }
+    }
+    fclose(f);
+    return r;
+}
+
 void perf_ctl(const char *ctl, const char *ackf, const char *cmd)
 {
     static int cfd = -1, afd = -1;

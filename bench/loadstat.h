@@ -28,6 +28,10 @@ long long proc_cpu(int pid);
 long proc_kib(int pid, const char *key);
 /* CPU time of every thread of pid, in ns (schedstat; else stat ticks). */
 double cpu_ns(int pid);
+/* Busy time of CPU `cpu` (user, nice, system, irq and softirq from
+ * /proc/stat, 10 ms ticks), in ns: everything that ran there, the kernel's
+ * ksoftirqd threads included; -1 when unreadable. */
+double cpu_busy_ns(int cpu);
 /* Tell perf stat (--control fifo:ctl,ack) to "enable" or "disable" its
  * counters and wait for its ack; nothing when ctl or ack is NULL. */
 void perf_ctl(const char *ctl, const char *ack, const char *cmd);

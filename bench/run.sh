@@ -141,7 +141,7 @@ one() {
     u*) out=$($PIN1 "$B/udp_load" -p "$PORT" -s "$size" -d "$d" -w "$w" \
         -P "$SPID" $ctl) ;;
     *) out=$($PIN1 "$B/echo_load" -p "$PORT" -c "$conns" -s "$size" \
-        -d "$d" -w "$w" -P "$SPID" $ctl) ;;
+        -d "$d" -w "$w" -P "$SPID" ${PIN0:+-K 0} $ctl) ;;
     esac
     stop
     sys=-
@@ -154,11 +154,12 @@ one() {
         sys=$(awk -v n="${n:-0}" -v r="$(field rts "$out")" \
             'BEGIN { printf "%.3f", (r > 0 ? n / r : 0) }')
     fi
-    printf '%s %s %s %s %s %s %s %s %s %s %s\n' "$scen" "$kind" "$round" \
-        "$(field rtt_per_s "$out")" "$(field srv_cpu_us_per_rt "$out")" \
-        "$(field srv_hwm_kib "$out")" "$(field srv_rss0_kib "$out")" \
-        "$(field srv_rss_kib "$out")" "$(field errors "$out")" \
-        "$(field conns "$out")" "$sys" >> "$REC"
+    printf '%s %s %s %s %s %s %s %s %s %s %s %s\n' "$scen" "$kind" \
+        "$round" "$(field rtt_per_s "$out")" \
+        "$(field srv_cpu_us_per_rt "$out")" "$(field srv_hwm_kib "$out")" \
+        "$(field srv_rss0_kib "$out")" "$(field srv_rss_kib "$out")" \
+        "$(field errors "$out")" "$(field conns "$out")" "$sys" \
+        "$(field cpu_busy_us_per_rt "$out")" >> "$REC"
     echo "  [$round] $scen $kind: $out" >&2
 }
 
@@ -253,7 +254,7 @@ function basekind(s) { return s ~ /^u/ ? "ubase" : "base" }
 {
     s = $1; k = $2; r = $3
     if (r <= 0) { if ($11 != "-") sys[s, k] = sys[s, k] " " $11; next }
-    rtt[s, k, r] = $4; cpu[s, k, r] = $5
+    rtt[s, k, r] = $4; cpu[s, k, r] = $5; busy[s, k, r] = $12
     hwm[s, k] = hwm[s, k] " " $6
     if ($10 > 0) perconn[s, k] = perconn[s, k] " " ($8 - $7) * 1024 / $10
     abscpu[s, k] = abscpu[s, k] " " $5
@@ -270,8 +271,12 @@ END {
             rc[s, k] = rc[s, k] " " cpu[s, k, r] / cpu[s, b, r]
         if (rtt[s, b, r] > 0)
             rr[s, k] = rr[s, k] " " rtt[s, k, r] / rtt[s, b, r]
+        if (busy[s, b, r] > 0 && busy[s, k, r] > 0)
+            rb[s, k] = rb[s, k] " " busy[s, k, r] / busy[s, b, r]
     }
-    print "TCP echo, 64 B, one message in flight per connection:"
+    print "TCP echo, 64 B, one message in flight per connection" \
+        " (cpu/rt: the server process; cpu0/rt: all busy time of CPU 0," \
+        " softirq work in ksoftirqd included):"
     line("ev", "c1", "1 conn", 0, 0, 0)
     line("ev", "c100", "100 conns", 1.10, 1, 0.90)
     line("ev", "c1000", "1000 conns", 1.10, 1, 0.90)
@@ -340,6 +345,7 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
         if (tsys) out = out sprintf(" (target <= 1.05x the baseline) %s",
             mark(sb > 0 && sk / sb <= 1.05))
     }
+    if ((s, k) in rb) out = out sprintf("  cpu0/rt %.2fx", med(rb[s, k]))
     out = out sprintf("  rt/s %.2fx", r)
     if (trtt) out = out sprintf(" (target >= %.2fx) %s", trtt, mark(r >= trtt))
     out = out sprintf("  [%s %.2f us/rt %d rt/s;" \
