@@ -61,7 +61,7 @@ static void prefetch_ahead(const struct usock__task *n)
     __builtin_prefetch(n->next);
 #ifndef USOCK_CTX_UCONTEXT
     const char *sp = n->ctx.sp;
-    for (int i = 0; i < USOCK__RESUME_LINES; i++) {
+    for (size_t i = 0; i < USOCK__RESUME_LINES; i++) {
         __builtin_prefetch(sp + 64 * i);
     }
 #endif
@@ -591,12 +591,12 @@ int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
     int r, last;
 
     pthread_mutex_lock(&h->lock);
-    r = inbox_put(h, it, fn, arg);
-    if (r < 0 && errno == ENOMEM) {
+    if (!it && !h->dead) {
         pthread_mutex_unlock(&h->lock);
         errno = ENOMEM;
         return -1;
     }
+    r = inbox_put(h, it, fn, arg);
     h->jobs--;
     last = h->dead && h->jobs == 0;
     pthread_mutex_unlock(&h->lock);
