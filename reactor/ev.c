@@ -74,6 +74,16 @@ struct state {
     int held;            /* we hold a reference: the hub is busy */
     int calls;           /* callbacks made since run_once started */
     int woken;           /* wakeup() seen since run_once started */
+    /* Inside run_once, on_io only notes what fired (and starts fetching
+     * each watcher's memory); run_once then makes the callbacks, so a
+     * batch of events does not wait for memory one callback at a time. */
+    int deferring;
+    struct fired {
+        struct entry *e;
+        unsigned gen; /* e's file when it fired */
+        int ev;
+    } *fired;
+    size_t nfired, capfired;
 };
 
 /* Called after an internal watcher starts and before it stops. */
@@ -108,6 +118,51 @@ static int to_ev(int events)
            ((events & USOCK__OUT) ? EV_WRITE : 0);
 }
 
+/* Make e's callback; the hub may prefetch e for the woken task. */
+static void call(struct state *s, struct entry *e, int ev)
+{
+    s->calls++;
+    s->r->hint = e;
+    e->w->cb(e->w, ev);
+    s->r->hint = NULL;
+}
+
+static int grow_fired(struct state *s)
+{
+    size_t n = s->capfired ? s->capfired * 2 : 64;
+    struct fired *f = realloc(s->fired, n * sizeof(*f));
+
+    if (f == NULL) {
+        return -1; /* on_io makes the callback at once instead */
+    }
+    s->fired = f;
+    s->capfired = n;
+    return 0;
+}
+
+/* The callbacks on_io put off, in the order the events came. */
+static void call_fired(struct state *s)
+{
+    for (size_t i = 0; i < s->nfired; i++) {
+        struct entry *e = s->fired[i].e;
+        if (i + 2 < s->nfired) {
+            /* on_io fetched that watcher: now what its callback reads. */
+            const struct usock__io *w = s->fired[i + 2].e->w;
+            if (w != NULL && w->hot != NULL) {
+                const void *p;
+                memcpy(&p, w->hot, sizeof(p));
+                __builtin_prefetch(p);
+            }
+        }
+        /* A callback made before this one may have forgotten this fd or
+         * even put another file under its number: then no callback. */
+        if (e->w != NULL && e->gen == s->fired[i].gen) {
+            call(s, e, s->fired[i].ev);
+        }
+    }
+    s->nfired = 0;
+}
+
 static void on_io(struct ev_loop *loop, ev_io *io, int revents)
 {
     struct entry *e = (struct entry *)io;
@@ -127,10 +182,15 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
     if (e->w == NULL || ev == 0) {
         return;
     }
-    s->calls++;
-    s->r->hint = e;
-    e->w->cb(e->w, ev);
-    s->r->hint = NULL;
+    if (s->deferring && (s->nfired < s->capfired || grow_fired(s) == 0)) {
+        __builtin_prefetch(e->w);
+        s->fired[s->nfired].e = e;
+        s->fired[s->nfired].gen = e->gen;
+        s->fired[s->nfired].ev = ev;
+        s->nfired++;
+        return;
+    }
+    call(s, e, ev);
 }
 
 static void on_wake(struct ev_loop *loop, ev_async *a, int revents)
@@ -348,6 +408,7 @@ static void destroy(struct usock__reactor *r)
         }
     }
     free(s->fds);
+    free(s->fired);
     hold(s, 0);
     stop_alarm(s);
     ev_timer_stop(s->loop, &s->until);
@@ -510,14 +571,20 @@ static int run_once(struct usock__reactor *r, int64_t deadline)
 
     s->calls = 0;
     s->woken = 0;
+    /* Not on a daemon's loop: there tasks run inside ev_run (tick) and
+     * could close and reuse an fd between an event and its callback. */
+    s->deferring = !s->foreign;
     if (deadline != USOCK__NEVER && deadline <= usock__clock_ns()) {
         ev_run(s->loop, EVRUN_NOWAIT);
-        return s->calls;
+    } else {
+        do {
+            iterate(s, deadline);
+        } while (!s->foreign && s->calls == 0 && s->nfired == 0 &&
+                 !s->woken &&
+                 (deadline == USOCK__NEVER || usock__clock_ns() < deadline));
     }
-    do {
-        iterate(s, deadline);
-    } while (!s->foreign && s->calls == 0 && !s->woken &&
-             (deadline == USOCK__NEVER || usock__clock_ns() < deadline));
+    s->deferring = 0;
+    call_fired(s);
     return s->calls;
 }
 

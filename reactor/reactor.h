@@ -44,6 +44,10 @@ typedef void (*usock__io_cb)(struct usock__io *w, int revents);
  */
 struct usock__io {
     usock__io_cb cb;
+    const void *hot;  /* set by the owner, or NULL: the address of a
+                         pointer to what cb will touch first (a hint: the
+                         backend may prefetch it before making a batch of
+                         callbacks) */
     int fd;        /* set by io_set */
     int events;    /* the mask last given to io_set: read-only for the owner */
     unsigned gen;  /* set by the owner: a new value for each new file, so a

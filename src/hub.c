@@ -47,18 +47,18 @@ void usock__ready(struct usock_hub *h, struct usock__task *t)
 #define USOCK__RESUME_LINES 8
 
 /*
- * With thousands of tasks, a task's stack, record and socket have usually
- * left the caches by the time it runs.  Each pop fetches ahead, in two
- * stages so no load waits on memory: the record of the task after next,
- * and the stack top and socket of the next task (whose record the previous
- * pop fetched).  Hints only: stale pointers are harmless to a prefetch.
+ * With hundreds of tasks or more, a task's stack top, socket and reactor
+ * record have usually left the caches by the time it runs, and every
+ * resume would wait for memory.  So we fetch ahead, twice: when a task is
+ * woken (its record is being written then, so its page is mapped in the
+ * TLB and the lines can come in while the rest of the batch runs), and
+ * when the task before it is popped.  Hints only: a stale pointer is
+ * harmless to a prefetch.  always_inline: GCC deletes calls to a function
+ * that does nothing but prefetch, as calls without effect.
  */
-static void prefetch_ahead(const struct usock__task *n)
+static inline __attribute__((always_inline)) void
+prefetch_task(const struct usock__task *n)
 {
-    if (!n) {
-        return;
-    }
-    __builtin_prefetch(n->next);
 #ifndef USOCK_CTX_UCONTEXT
     const char *sp = n->ctx.sp;
     for (size_t i = 0; i < USOCK__RESUME_LINES; i++) {
@@ -71,6 +71,17 @@ static void prefetch_ahead(const struct usock__task *n)
     }
     if (n->touch[1]) {
         __builtin_prefetch(n->touch[1]);
+    }
+}
+
+/* At a pop: the next task (whose record the previous pop fetched), and the
+ * record of the one after it. */
+static inline __attribute__((always_inline)) void
+prefetch_ahead(const struct usock__task *n)
+{
+    if (n) {
+        __builtin_prefetch(n->next);
+        prefetch_task(n);
     }
 }
 
@@ -106,6 +117,7 @@ void usock__wake(struct usock__wait *w, int result)
     w->result = result;
     t->touch[0] = w->owner;
     t->touch[1] = h->reactor.hint;
+    prefetch_task(t);
     if (t->wait == w) {
         t->wait = NULL;
     }

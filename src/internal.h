@@ -34,11 +34,11 @@ struct usock__rbuf {
 struct usock {
     int fd;
     int type;
-    int64_t timeout;              /* ns; -1 none, 0 non-blocking */
     struct usock__wait *rwait;    /* the task waiting to read */
     struct usock__wait *wwait;    /* the task waiting to write */
     struct usock_hub *hub;        /* hub whose reactor knows io, or NULL */
-    struct usock__io io;
+    struct usock__io io;          /* io.hot = &rwait */
+    int64_t timeout;              /* ns; -1 none, 0 non-blocking */
     struct usock__rbuf rb;
     int family, proto;
     unsigned char listening;      /* listen() succeeded */

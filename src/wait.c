@@ -85,6 +85,7 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
          * the old hub's watcher is idle, since nobody waits there. */
         s->hub = h;
         s->io.cb = sock_ready;
+        s->io.hot = &s->rwait;
         s->io.events = -1; /* unknown here: force the first io_set */
     }
     w->task = h->current;

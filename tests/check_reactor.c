@@ -347,6 +347,57 @@ START_TEST(forget_inside_dispatch)
 }
 END_TEST
 
+/* Like forget_other, but the new file under the number is an empty pipe
+ * and a third watcher takes it at once: the event the old file had in this
+ * same wait must not reach the new watcher. */
+static struct rec *rewatcher;
+
+static void forget_other_rewatch(struct rec *self)
+{
+    int q[2];
+    int fd = self->other->io.fd;
+
+    take_byte(self->io.fd);
+    ops->io_forget(&rx, fd);
+    close(fd);
+    make_pipe(q);
+    if (q[0] != fd) {
+        ck_assert_int_eq(dup2(q[0], fd), fd);
+        close(q[0]);
+    }
+    rewatcher->io.gen = 99; /* another file than the old one */
+    watch(rewatcher, fd, USOCK__IN);
+}
+
+START_TEST(rewatch_inside_dispatch)
+{
+    struct rec a, b, c;
+    int p[2], q[2];
+
+    make_pipe(p);
+    make_pipe(q);
+    rec_init(&a);
+    rec_init(&b);
+    rec_init(&c);
+    a.hook = b.hook = forget_other_rewatch;
+    a.other = &b;
+    b.other = &a;
+    a.io.gen = 1;
+    b.io.gen = 2;
+    rewatcher = &c;
+    watch(&a, p[0], USOCK__IN);
+    watch(&b, q[0], USOCK__IN);
+    put_byte(p[1]);
+    put_byte(q[1]);
+    int n = run_for(5 * SEC);
+    ck_assert_msg(n == 1, "calls %d: a %d b %d c %d", n, a.calls, b.calls, c.calls);
+    ck_assert_int_eq(a.calls + b.calls, 1);
+    expect_quiet(50 * MS);
+    ck_assert_int_eq(a.calls + b.calls, 1);
+    ck_assert_int_eq(c.calls, 0);
+}
+END_TEST
+
 /* A callback that closes its own fd, as a socket closed by its reader. */
 static void forget_self(struct rec *self)
 {
@@ -663,6 +714,7 @@ static void add_common_tests(TCase *tc)
     tcase_add_test(tc, new_watcher_replaces_old);
     tcase_add_test(tc, forget_then_close_no_callback);
     tcase_add_test(tc, forget_inside_dispatch);
+    tcase_add_test(tc, rewatch_inside_dispatch);
     tcase_add_test(tc, self_removal_inside_dispatch);
     tcase_add_test(tc, peer_close_reports_in);
     tcase_add_test(tc, watch_fd_not_open_reports_err);
