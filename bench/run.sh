@@ -3,7 +3,7 @@
 #
 # Every server runs pinned to CPU 0, every load generator to CPU 1.  For
 # each scenario the hand-written baseline and the subjects run one after
-# the other, PAIRS rounds (5; BENCH_QUICK=1: 2), the order reversed every
+# the other, PAIRS rounds (7; BENCH_QUICK=1: 2), the order reversed every
 # other round; each ratio (subject / baseline) is taken within a round and
 # the median over rounds is reported.  The load generator reads the
 # server's CPU time (its threads' run time from /proc/PID/task/*/schedstat,
@@ -27,7 +27,7 @@ QUICK=${BENCH_QUICK:-0}
 if [ "$QUICK" = 1 ]; then
     PAIRS=2 D=1 W=0.3 CD=0.5 CW=0.1 COUNTS=1
 else
-    PAIRS=5 D=3 W=1 CD=1 CW=0.3 COUNTS=3
+    PAIRS=7 D=3 W=1 CD=1 CW=0.3 COUNTS=3
 fi
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/usock-bench.XXXXXX") || exit 1
 REC=$TMP/records
