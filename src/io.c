@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sys/un.h>
 
 #include "internal.h"
 
@@ -123,6 +124,13 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
             r = recvfrom(s->fd, buf, n, 0, &from->u.sa, &from->len);
         } else {
             r = recv(s->fd, buf, n, 0);
+        }
+        if (r >= 0 && from && s->family == AF_UNIX &&
+            from->len < offsetof(struct sockaddr_un, sun_path)) {
+            /* An unbound sender has no address at all (len 0): give it
+             * the unnamed AF_UNIX one, as getsockname and accept do. */
+            from->u.sa.sa_family = AF_UNIX;
+            from->len = offsetof(struct sockaddr_un, sun_path);
         }
         if (r >= 0) {
             /* A short stream read emptied the queue; a datagram that had

@@ -302,6 +302,14 @@ START_TEST(dgram_path)
     ck_assert_mem_eq(buf, "012", 3);
     ck_assert_count(usock_recvfrom(r, buf, sizeof buf, NULL), 4);
     ck_assert_mem_eq(buf, "next", 4);
+    /* An unbound sender is unnamed: "" as accept gives for a client. */
+    usock_t *u = ck_assert_nonnull(usock_socket(AF_UNIX, SOCK_DGRAM, 0));
+    ck_assert_count(usock_sendto(u, "anon", 4, &ra), 4);
+    ck_assert_count(usock_recvfrom(r, buf, sizeof buf, &from), 4);
+    ck_assert_mem_eq(buf, "anon", 4);
+    ck_assert_int_eq(from.u.sa.sa_family, AF_UNIX);
+    assert_formats(&from, "");
+    ck_assert_ok(usock_close(u));
 }
 END_TEST
 
