@@ -465,7 +465,10 @@ static void hub_destroy(void *arg)
      * resolver results are freed (their waiters were unlinked above). */
     drain_inbox(h);
     usock__stack_drain();
+    /* Whichever of this thread and the workers is done last frees h: a
+     * worker frees it only once dead is 2. */
     pthread_mutex_lock(&h->lock);
+    h->dead = 2;
     jobs = h->jobs;
     pthread_mutex_unlock(&h->lock);
     if (jobs == 0) {
@@ -610,7 +613,7 @@ int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
     }
     r = inbox_put(h, it, fn, arg);
     h->jobs--;
-    last = h->dead && h->jobs == 0;
+    last = h->dead == 2 && h->jobs == 0;
     pthread_mutex_unlock(&h->lock);
     if (r < 0) {
         free(it);

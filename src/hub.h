@@ -113,9 +113,11 @@ struct usock_hub {
     pthread_mutex_t lock;
     struct usock__inbox_item *inbox;
     int jobs;                         /* resolver workers in flight */
-    int dead;                         /* the thread has exited: the hub
-                                         stays allocated only until the
-                                         last worker is done with it */
+    int dead;                         /* 1: the thread is exiting (no
+                                         more messages); 2: it is done
+                                         with the hub, which stays
+                                         allocated until the last worker
+                                         is done with it too */
     int shutdown;                     /* usock_hub_shutdown was called */
 };
 
