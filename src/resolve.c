@@ -8,7 +8,7 @@
  * exits while workers still run stays allocated until the last of them is
  * done (usock__hub_job_done), and their results are freed by the workers.
  *
- *   task ──job──▶ worker thread: getaddrinfo ──usock__hub_send──▶ hub
+ *   task ──job──▶ worker thread: getaddrinfo ──usock__hub_job_done──▶ hub
  *     ▲                                                          │
  *     └──────────── usock__wake(job->w, 0) ◀── done() ───────────┘
  */
