@@ -9,8 +9,8 @@
  * done (usock__hub_job_done), and their results are freed by the workers.
  *
  *   task ──job──▶ worker thread: getaddrinfo ──usock__hub_job_done──▶ hub
- *     ▲                                                          │
- *     └──────────── usock__wake(job->w, 0) ◀── done() ───────────┘
+ *     ▲                                                                │
+ *     └──────────── usock__wake(job->w, 0) ◀── done() ─────────────────┘
  */
 #include "config.h"
 
