@@ -133,14 +133,18 @@ static void fire_timers(struct usock_hub *h, int64_t now)
     }
 }
 
-/* Run the work other threads handed to this hub. */
+/* Run the work other threads handed to this hub.  The first look is
+ * without the lock (other threads store h->inbox atomically). */
 static void drain_inbox(struct usock_hub *h)
 {
     struct usock__inbox_item *it, *next;
 
+    if (!__atomic_load_n(&h->inbox, __ATOMIC_ACQUIRE)) {
+        return;
+    }
     pthread_mutex_lock(&h->lock);
     it = h->inbox;
-    h->inbox = NULL;
+    __atomic_store_n(&h->inbox, NULL, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&h->lock);
     /* The list is in reverse order of sending: restore it. */
     struct usock__inbox_item *rev = NULL;
@@ -177,9 +181,7 @@ static void poll_once(struct usock_hub *h, int block)
     if (h->timers.n) {
         fire_timers(h, h->last_poll);
     }
-    if (h->inbox) {
-        drain_inbox(h);
-    }
+    drain_inbox(h);
     h->round_left = h->rq_len;
 }
 
@@ -232,9 +234,7 @@ static void embed_tick(void *owner)
     if (h->timers.n) {
         fire_timers(h, usock__clock_ns());
     }
-    if (h->inbox) {
-        drain_inbox(h);
-    }
+    drain_inbox(h);
     round = round > h->rq_len ? round : h->rq_len;
     while (round-- > 0 && (t = rq_pop(h))) {
         if (t == &h->main) {
@@ -548,42 +548,52 @@ int usock__hub_reactor(struct usock_hub *h)
     return ops ? attach(h, ops, NULL) : -1;
 }
 
-/* Queue fn(arg) in h's inbox and wake h, under h->lock held by the caller:
- * 0, or -1 with errno (ENOMEM, ESHUTDOWN when h's thread has exited).  The
- * wake-up happens under the lock, so the thread cannot destroy its reactor
- * meanwhile (hub_destroy marks the hub dead under the lock first). */
-static int inbox_put(struct usock_hub *h, struct usock__inbox_item *it,
-                     void (*fn)(void *), void *arg)
+/*
+ * Queue fn(arg) in h's inbox and wake h; with `job`, also end one of h's
+ * workers (usock__hub_job_start), unless out of memory (the worker tries
+ * again).  0, or -1 with errno ENOMEM or ESHUTDOWN (h's thread has exited;
+ * then the last of the thread and its workers frees h).  The wake-up
+ * happens under the lock, so the thread cannot destroy its reactor
+ * meanwhile (hub_destroy marks the hub dead under the lock first).
+ */
+static int hub_put(struct usock_hub *h, void (*fn)(void *), void *arg,
+                   int job)
 {
+    struct usock__inbox_item *it = malloc(sizeof(*it));
+    int e = 0, last = 0;
+
+    pthread_mutex_lock(&h->lock);
     if (h->dead) {
-        errno = ESHUTDOWN;
+        e = ESHUTDOWN;
+    } else if (!it) {
+        e = ENOMEM;
+    } else {
+        it->fn = fn;
+        it->arg = arg;
+        it->next = h->inbox;
+        __atomic_store_n(&h->inbox, it, __ATOMIC_RELEASE);
+        h->reactor.ops->wakeup(&h->reactor);
+    }
+    if (job && e != ENOMEM) {
+        h->jobs--;
+        last = h->dead == 2 && h->jobs == 0;
+    }
+    pthread_mutex_unlock(&h->lock);
+    if (last) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    }
+    if (e) {
+        free(it);
+        errno = e;
         return -1;
     }
-    if (!it) {
-        errno = ENOMEM;
-        return -1;
-    }
-    it->fn = fn;
-    it->arg = arg;
-    it->next = h->inbox;
-    h->inbox = it;
-    h->reactor.ops->wakeup(&h->reactor);
     return 0;
 }
 
 int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
 {
-    struct usock__inbox_item *it = malloc(sizeof(*it));
-
-    pthread_mutex_lock(&h->lock);
-    int r = inbox_put(h, it, fn, arg);
-    pthread_mutex_unlock(&h->lock);
-    if (r < 0) {
-        int e = errno;
-        free(it);
-        errno = e;
-    }
-    return r;
+    return hub_put(h, fn, arg, 0);
 }
 
 void usock__hub_job_start(struct usock_hub *h)
@@ -602,27 +612,10 @@ void usock__hub_job_cancel(struct usock_hub *h)
 
 int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
 {
-    struct usock__inbox_item *it = malloc(sizeof(*it));
-    int r, last;
-
-    pthread_mutex_lock(&h->lock);
-    if (!it && !h->dead) {
-        pthread_mutex_unlock(&h->lock);
-        errno = ENOMEM;
-        return -1;
+    if (hub_put(h, fn, arg, 1) < 0) {
+        return errno == ESHUTDOWN ? 1 : -1;
     }
-    r = inbox_put(h, it, fn, arg);
-    h->jobs--;
-    last = h->dead == 2 && h->jobs == 0;
-    pthread_mutex_unlock(&h->lock);
-    if (r < 0) {
-        free(it);
-    }
-    if (last) {
-        pthread_mutex_destroy(&h->lock);
-        free(h);
-    }
-    return r < 0 ? 1 : 0;
+    return 0;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -125,14 +125,14 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
         } else {
             r = recv(s->fd, buf, n, 0);
         }
-        if (r >= 0 && from && s->family == AF_UNIX &&
-            from->len < offsetof(struct sockaddr_un, sun_path)) {
-            /* An unbound sender has no address at all (len 0): give it
-             * the unnamed AF_UNIX one, as getsockname and accept do. */
-            from->u.sa.sa_family = AF_UNIX;
-            from->len = offsetof(struct sockaddr_un, sun_path);
-        }
         if (r >= 0) {
+            if (from && s->family == AF_UNIX &&
+                from->len < offsetof(struct sockaddr_un, sun_path)) {
+                /* An unbound sender has no address at all (len 0): give it
+                 * the unnamed AF_UNIX one, as getsockname and accept do. */
+                from->u.sa.sa_family = AF_UNIX;
+                from->len = offsetof(struct sockaddr_un, sun_path);
+            }
             /* A short stream read emptied the queue; a datagram that had
              * to be waited for says the queue is usually empty. */
             s->drained = s->type == SOCK_STREAM ? r > 0 && (size_t)r < n
