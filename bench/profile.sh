@@ -23,26 +23,17 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/usock-profile.XXXXXX") || exit 1
 trap '[ -n "$SPID" ] && kill "$SPID" 2>/dev/null; rm -rf "$TMP"' EXIT
 trap 'exit 130' INT TERM HUP
 
+. "$(dirname "$0")/common.sh"
 command -v perf >/dev/null 2>&1 || { echo "profile.sh: perf not found" >&2; exit 1; }
 case $KIND in
-base) set -- env USOCKET_REACTOR=ev "$B/baseline_epoll" 0 ;;
-ev | poll) set -- env USOCKET_REACTOR="$KIND" "$B/usock_echo" 0 ;;
+base | ev | poll) ;;
 *) echo "profile.sh: KIND is base, ev or poll" >&2; exit 2 ;;
 esac
-PIN0= PIN1=
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    PIN0="taskset -c 0" PIN1="taskset -c 1"
-fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
-$PIN0 "$@" > "$TMP/srv.out" &
+env "$(srv_env "$KIND")" $PIN0 "$B/$(srv_cmd "$KIND")" 0 > "$TMP/srv.out" &
 SPID=$!
-i=0
-while ! grep -q '^listening on' "$TMP/srv.out" && [ $i -lt 100 ]; do
-    sleep 0.05
-    i=$((i + 1))
-done
-PORT=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$TMP/srv.out")
+PORT=$(wait_port "$TMP/srv.out")
 [ -n "$PORT" ] || { echo "profile.sh: server did not start" >&2; exit 1; }
 # The libtool wrapper (if any) execs the real program in the same process.
 $PIN1 "$B/echo_load" -p "$PORT" -c "$CONNS" -s 64 -d $((SECS + 3)) -w 1 \

@@ -45,10 +45,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 
-PIN0= PIN1=
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    PIN0="taskset -c 0" PIN1="taskset -c 1"
-fi
+. "$(dirname "$0")/common.sh"
 
 # Can perf count system calls of a command it starts?
 COUNT=none
@@ -60,23 +57,6 @@ if command -v perf >/dev/null 2>&1 &&
 elif command -v strace >/dev/null 2>&1; then
     COUNT=strace
 fi
-
-# server KIND -> program and arguments after the port
-srv_cmd() {
-    case $1 in
-    base) echo "baseline_epoll" ;;
-    ev | poll) echo "usock_echo" ;;
-    pthread) echo "pthread_echo" ;;
-    ubase) echo "baseline_udp" ;;
-    uev) echo "usock_udp" ;;
-    esac
-}
-srv_env() {
-    case $1 in
-    poll) echo "USOCKET_REACTOR=poll" ;;
-    *) echo "USOCKET_REACTOR=ev" ;;
-    esac
-}
 
 # start KIND ARG MODE: MODE plain, perf or strace.  Sets SPID and PORT.
 start() {
@@ -97,12 +77,7 @@ start() {
         env "$(srv_env "$1")" $PIN0 "$prog" 0 "$2" > "$TMP/srv.out" &
         SPID=$! ;;
     esac
-    i=0
-    while ! grep -q '^listening on' "$TMP/srv.out" && [ $i -lt 100 ]; do
-        sleep 0.05
-        i=$((i + 1))
-    done
-    PORT=$(sed -n 's/^listening on .*:\([0-9,]*\)$/\1/p' "$TMP/srv.out")
+    PORT=$(wait_port "$TMP/srv.out")
     if [ "$3" != plain ]; then
         # The server is the child of perf/strace (taskset execs into it).
         SPID=$(cat /proc/"$PPID_PERF"/task/*/children 2>/dev/null |
