@@ -329,3 +329,7 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
         err[s, k] + err[s, b])
     print out
 }' "$REC"
+
+# Channels: items/s beside Go's channels (bench/chan.sh).
+echo "channels ..." >&2
+sh "$(dirname "$0")/chan.sh" "$B" "$QUICK"
