@@ -68,9 +68,13 @@ usock_chan_t *usock_chan_new(size_t item_size, size_t capacity)
     return ch;
 }
 
+/* Item i of the ring (i < cap), counting from the oldest.  No division:
+ * head < cap and i < cap. */
 static char *slot(struct usock_chan *ch, size_t i)
 {
-    return ch->ring + ((ch->head + i) % ch->cap) * ch->item_size;
+    size_t k = ch->head + i;
+
+    return ch->ring + (k >= ch->cap ? k - ch->cap : k) * ch->item_size;
 }
 
 /* Fill functions for usock__waitq_wake: copy to a receiver, or from a
@@ -99,7 +103,8 @@ int usock_chan_send(usock_chan_t *ch, const void *item, double timeout)
     pthread_mutex_lock(&ch->s.lock);
     if (ch->closed) {
         r = EPIPE;
-    } else if (usock__waitq_wake(&ch->recvq, 0, give, (void *)item)) {
+    } else if (ch->recvq.head &&
+               usock__waitq_wake(&ch->recvq, 0, give, (void *)item)) {
         r = 0;
     } else if (ch->count < ch->cap) {
         memcpy(slot(ch, ch->count), item, ch->item_size);
@@ -126,13 +131,14 @@ int usock_chan_recv(usock_chan_t *ch, void *item, double timeout)
     pthread_mutex_lock(&ch->s.lock);
     if (ch->count > 0) {
         memcpy(item, slot(ch, 0), ch->item_size);
-        ch->head = (ch->head + 1) % ch->cap;
+        ch->head = ch->head + 1 == ch->cap ? 0 : ch->head + 1;
         ch->count--;
         /* A slot is free: the oldest blocked sender's item goes last. */
-        if (usock__waitq_wake(&ch->sendq, 0, take, slot(ch, ch->count))) {
+        if (ch->sendq.head &&
+            usock__waitq_wake(&ch->sendq, 0, take, slot(ch, ch->count))) {
             ch->count++;
         }
-    } else if (usock__waitq_wake(&ch->sendq, 0, take, item)) {
+    } else if (ch->sendq.head && usock__waitq_wake(&ch->sendq, 0, take, item)) {
         r = 0; /* rendezvous */
     } else if (ch->closed) {
         r = EPIPE;
