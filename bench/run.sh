@@ -143,7 +143,7 @@ SCENARIOS='c1 1 64 1024 base,ev,poll
 c100 100 64 1024 base,ev,poll,pthread
 c1000 1000 64 1024 base,ev,poll,pthread
 c10000 10000 64 1024 base,ev,poll
-bulk 1 65536 65536 base,ev,poll
+bulk 1 65536 65536 base,ev,poll,naive
 u1 1 64 1 ubase,uev
 u100 100 64 100 ubase,uev'
 
@@ -277,6 +277,9 @@ END {
     print "Bulk, 1 connection x 64 KiB messages:"
     line("ev", "bulk", "bulk", 0, 0, 0.95)
     line("poll", "bulk", "bulk", 0, 0, 0.95)
+    # naive: 16 KiB buffer, recv then sendall, no option set (issue 12):
+    # Nagle plus delayed ACKs would stall it unless TCP_NODELAY is default.
+    line("naive", "bulk", "bulk", 0, 0, 0.90)
     print "UDP ping-pong (baseline: blocking recvfrom/sendto loop;" \
         " 100 sockets: epoll):"
     line("uev", "u1", "1 socket", 0, 0, 0.90)
