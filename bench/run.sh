@@ -332,3 +332,9 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
         err[s, k] + err[s, b])
     print out
 }' "$REC"
+
+# ---------------------------------------------------------------------------
+#  HTTP: examples/http_server against nginx under wrk (issue 12).
+# ---------------------------------------------------------------------------
+echo
+sh "$(dirname "$0")/http.sh" "$B"
