@@ -791,11 +791,18 @@ static Suite *ctx_suite(void)
     tcase_add_test(st, test_cache_reuse);
     tcase_add_test(st, test_cache_many);
     tcase_add_test(st, test_trim);
-    tcase_add_test(st, test_100k_stacks);
     tcase_add_test(st, test_guard_off);
     tcase_add_test(st, test_guard_on);
     tcase_add_test(st, test_cache_per_thread);
     suite_add_tcase(s, st);
+
+    /* 100,000 stacks: too many mappings for valgrind (VG_N_SEGMENTS), so
+     * tagged "slow", which make check-valgrind leaves out. */
+    TCase *many = tcase_create("stack_100k");
+    tcase_set_tags(many, "slow");
+    tcase_set_timeout(many, 60);
+    tcase_add_test(many, test_100k_stacks);
+    suite_add_tcase(s, many);
 
     /* Dying on a signal needs a forked child per test (CK_FORK=no runs,
      * such as valgrind's, leave this tcase out; it is also tagged "guard"
