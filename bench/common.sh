@@ -13,6 +13,7 @@ srv_cmd() {
     base) echo "baseline_epoll" ;;
     ev | poll) echo "usock_echo" ;;
     pthread) echo "pthread_echo" ;;
+    naive) echo "naive_echo" ;;
     ubase) echo "baseline_udp" ;;
     uev) echo "usock_udp" ;;
     esac

@@ -6,6 +6,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,6 +99,14 @@ usock_t *usock_socket(int family, int type, int proto)
     }
     if (fd < 0) {
         return NULL;
+    }
+    /* TCP_NODELAY from creation (DESIGN.md "TCP defaults"): a listener's
+     * accepted sockets inherit it on Linux, so accept makes no call for
+     * it, and the library never sets it again once the user clears it. */
+    if (family != AF_UNIX && type == SOCK_STREAM &&
+        (proto == 0 || proto == IPPROTO_TCP)) {
+        int one = 1;
+        (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     }
     s = usock__wrap(fd, family, type, proto);
     if (!s) {
