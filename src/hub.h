@@ -119,6 +119,10 @@ struct usock_hub {
                                          allocated until the last worker
                                          is done with it too */
     int shutdown;                     /* usock_hub_shutdown was called */
+    /* Posts whose task could not be spawned yet (out of memory, at the
+     * task cap): kept, retried from retry_at (hub.c). */
+    void *deferred;
+    int64_t retry_at, retry_gap;
 };
 
 /* This thread's hub, if it exists (never creates one). */

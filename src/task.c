@@ -307,8 +307,11 @@ int usock_sleep(double seconds)
     int64_t dl = usock__deadline(ns);
     if (!h->has_reactor) {
         usock__sleep_until(dl);
-    } else if (usock__park(h, &w, dl) != ETIMEDOUT) {
-        return fail(w.result);
+    } else {
+        int r = usock__park(h, &w, dl);
+        if (r != ETIMEDOUT) {
+            return fail(r); /* ENOMEM (no timer), ECANCELED */
+        }
     }
     /* The timer fired: the sleep is over, unless the task deadline cut it
      * short. */
@@ -349,9 +352,22 @@ int usock_run(void)
     if (h->current != &h->main || h->run_waiter) {
         return fail(EDEADLK);
     }
-    while (h->ntasks > 0) {
+    while (h->ntasks > 0 || h->deferred) {
         if (h->current->cancelled) {
             return fail(ECANCELED);
+        }
+        if (h->ntasks == 0) {
+            /* Only posts waiting to be spawned again: wait for that. */
+            int64_t dl = usock__deadline(-1), until = h->retry_at;
+            w.unlink = NULL;
+            if (dl < until) {
+                until = dl;
+            }
+            int r = usock__park(h, &w, until);
+            if (r != ETIMEDOUT || until == dl) {
+                return fail(r);
+            }
+            continue;
         }
         w.unlink = run_unlink;
         h->run_waiter = &w;
