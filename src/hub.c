@@ -539,12 +539,39 @@ struct usock__task *usock__task_find(struct usock_hub *h, int id)
 /*  Life cycle                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Thread exit: release the hub, its reactor and every unfinished task. */
+static void cancel_all(void *arg);
+
+/*
+ * Thread exit with tasks alive (DESIGN "Lifetimes across threads"): cancel
+ * them and run them until every one has finished, so each blocked call
+ * returns ECANCELED and the task's own code closes its sockets.  New posts
+ * are refused, and tasks they spawned are cancelled too.  Only from the
+ * thread's own context (a task calling pthread_exit cannot be unwound).
+ */
+static void unwind(struct usock_hub *h)
+{
+    if (h->current != &h->main || !h->has_reactor || h->ntasks == 0) {
+        return;
+    }
+    __atomic_store_n(&h->shutdown, 1, __ATOMIC_RELEASE);
+    while (h->ntasks > 0) {
+        cancel_all(h);
+        if (h->embedded) {
+            embed_tick(h);
+        } else {
+            usock__ready(h, &h->main);
+            usock__hub_block(h);
+        }
+    }
+}
+
+/* Thread exit: unwind the tasks, then release the hub and its reactor. */
 static void hub_destroy(void *arg)
 {
     struct usock_hub *h = arg;
     int jobs;
 
+    unwind(h);
     usock__tls_hub = NULL;
     /* From here on no message gets in, and no worker touches the reactor
      * (they wake it under the lock). */
@@ -638,7 +665,15 @@ struct usock_hub *usock__hub_get(void)
     usock__heap_init(&h->timers);
     h->main.hub = h;
     h->main.deadline = USOCK__NEVER;
-    h->main.id = usock__task_id();
+    h->main.id = usock__task_id(h);
+    if (h->main.id < 0) {
+        e = errno;
+        pthread_setspecific(hub_key, NULL);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        errno = e;
+        return NULL;
+    }
     main_stack(&h->main);
     h->current = &h->main;
     usock__tls_hub = h;

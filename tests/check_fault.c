@@ -9,6 +9,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -27,6 +28,11 @@ static int on_ev(void)
 {
     const char *r = getenv("USOCKET_REACTOR");
     return r == NULL || strcmp(r, "ev") == 0;
+}
+
+static void nothing(void *arg)
+{
+    (void)arg;
 }
 
 /* ---- a failed watch fails the call (F15) -------------------------------- */
@@ -251,11 +257,6 @@ END_TEST
 
 /* ---- no pthread key: the hub is refused, not made without clean-up ------ */
 
-static void nothing(void *arg)
-{
-    (void)arg;
-}
-
 START_TEST(no_pthread_key)
 {
     pthread_key_t k;
@@ -300,6 +301,224 @@ START_TEST(ev_alloc_no_abort)
 }
 END_TEST
 
+/* ---- join and cancel across hubs: EXDEV -------------------------------- */
+
+struct other {
+    int live, done, main_id;        /* ids of the other thread's hub */
+    int go;                          /* 1: the other thread may finish */
+};
+
+static void other_sleeper(void *arg)
+{
+    struct other *o = arg;
+
+    while (!__atomic_load_n(&o->go, __ATOMIC_ACQUIRE)) {
+        usock_sleep(0.005);
+    }
+}
+
+static void *other_thread(void *arg)
+{
+    struct other *o = arg;
+
+    o->done = usock_spawn(nothing, NULL);
+    o->live = usock_spawn(other_sleeper, o);
+    o->main_id = usock_self();
+    usock_sleep(0.01); /* `done` finishes */
+    __atomic_store_n(&o->go, 2, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&o->go, __ATOMIC_ACQUIRE) == 2) {
+        usock_sleep(0.005);
+    }
+    usock_run();
+    return NULL;
+}
+
+/* Every id of the other hub is EXDEV here, whatever the timeout. */
+static void check_exdev(const struct other *o)
+{
+    const int ids[3] = {o->live, o->done, o->main_id};
+
+    for (int i = 0; i < 3; i++) {
+        ck_assert_errno(usock_join(ids[i], 0), EXDEV);
+        ck_assert_errno(usock_join(ids[i], 0.05), EXDEV);
+        ck_assert_errno(usock_join(ids[i], USOCK_NONE), EXDEV);
+        ck_assert_errno(usock_cancel(ids[i]), EXDEV);
+    }
+    ck_assert_errno(usock_join(INT_MAX, USOCK_NONE), ESRCH);
+    ck_assert_errno(usock_cancel(INT_MAX), ESRCH);
+}
+
+static void exdev_task(void *arg)
+{
+    check_exdev(arg);
+}
+
+static void *fresh_thread(void *arg)
+{
+    /* A thread that never used usocket: its first call is the join. */
+    check_exdev(arg);
+    return NULL;
+}
+
+START_TEST(join_cancel_exdev)
+{
+    struct other o = {0};
+    pthread_t th, fresh;
+
+    ck_assert_int_eq(pthread_create(&th, NULL, other_thread, &o), 0);
+    while (__atomic_load_n(&o.go, __ATOMIC_ACQUIRE) != 2) {
+        usleep(1000);
+    }
+    ck_assert_int_gt(o.live, 0);
+    ck_assert_int_gt(o.done, 0);
+    check_exdev(&o); /* from this thread's own context */
+    int t = usock_spawn(exdev_task, &o);
+    ck_assert_int_gt(t, 0);
+    ck_assert_ok(usock_join(t, 5.0)); /* from a task */
+    ck_assert_int_eq(pthread_create(&fresh, NULL, fresh_thread, &o), 0);
+    ck_assert_int_eq(pthread_join(fresh, NULL), 0);
+    __atomic_store_n(&o.go, 3, __ATOMIC_RELEASE);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    /* Ours still work: a finished task of this hub is 0. */
+    ck_assert_ok(usock_join(t, 0));
+    ck_assert_ok(usock_cancel(t));
+}
+END_TEST
+
+/* ---- thread exit with blocked tasks: they unwind before the hub goes ---- */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL) {
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += e->d_name[0] != '.';
+    }
+    closedir(d);
+    return n - 1; /* opendir's own fd */
+}
+
+struct blocked {
+    usock_t *s;
+    ssize_t rc;
+    int err, closed;
+};
+
+static void blocked_task(void *arg)
+{
+    struct blocked *bl = arg;
+    char c;
+
+    errno = 0;
+    bl->rc = usock_recv(bl->s, &c, 1);
+    bl->err = errno;
+    bl->closed = usock_close(bl->s) == 0;
+}
+
+static void *exiting_thread(void *arg)
+{
+    struct blocked *bl = arg;
+
+    for (int i = 0; i < 3; i++) {
+        usock_spawn(blocked_task, &bl[i]);
+    }
+    usock_sleep(0.02); /* all three block in recv */
+    return NULL;      /* exits with the tasks blocked: no usock_run */
+}
+
+START_TEST(thread_exit_unwinds)
+{
+    struct blocked bl[3] = {{0}};
+    usock_t *peer[3];
+    pthread_t th;
+
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ok(test_pair(&bl[i].s, &peer[i]));
+        bl[i].rc = -2;
+    }
+    int before = count_fds();
+    ck_assert_int_eq(pthread_create(&th, NULL, exiting_thread, bl), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(bl[i].rc == -1, "task %d: recv returned %zd", i,
+                      bl[i].rc);
+        ck_assert_str_eq(test_errname(bl[i].err), "ECANCELED");
+        ck_assert(bl[i].closed);
+    }
+    /* The three sockets the tasks closed, and nothing of the hub's. */
+    ck_assert_int_eq(count_fds(), before - 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ok(usock_close(peer[i]));
+    }
+}
+END_TEST
+
+/* ---- AF_UNIX connect to a full backlog waits out its timeout ----------- */
+
+struct late_accept {
+    usock_t *l;
+    usock_t *got;
+};
+
+static void late_accept_task(void *arg)
+{
+    struct late_accept *la = arg;
+
+    usock_sleep(0.1);
+    la->got = usock_accept(la->l, NULL);
+}
+
+START_TEST(unix_connect_full_backlog)
+{
+    usock_addr_t a;
+    char name[64];
+    usock_t *l = ck_assert_nonnull(usock_socket(AF_UNIX, SOCK_STREAM, 0));
+    usock_t *c[16];
+    int n = 0;
+
+    snprintf(name, sizeof name, "@usock-fault-%d", (int)getpid());
+    ck_assert_ok(usock_addr_unix(&a, name));
+    ck_assert_ok(usock_bind(l, &a));
+    ck_assert_ok(usock_listen(l, 0));
+    /* Fill the backlog: connects with timeout 0 until one is EAGAIN. */
+    for (;;) {
+        ck_assert_int_lt(n, 16);
+        c[n] = ck_assert_nonnull(usock_socket(AF_UNIX, SOCK_STREAM, 0));
+        ck_assert_ok(usock_settimeout(c[n], 0));
+        if (usock_connect(c[n], &a) < 0) {
+            ck_assert_str_eq(test_errname(errno), "EAGAIN");
+            break;
+        }
+        n++;
+    }
+    ck_assert_int_gt(n, 0);
+    /* c[n] is the one refused: now with timeouts. */
+    ck_assert_ok(usock_settimeout(c[n], 0.3));
+    double t0 = usock_now();
+    ck_assert_errno(usock_connect(c[n], &a), ETIMEDOUT);
+    ck_assert_duration(t0, 0.3, 0.3);
+    /* Room comes 0.1 s later: the connect gets in then. */
+    struct late_accept la = {.l = l};
+    ck_assert_int_gt(usock_spawn(late_accept_task, &la), 0);
+    ck_assert_ok(usock_settimeout(c[n], 5.0));
+    t0 = usock_now();
+    ck_assert_ok(usock_connect(c[n], &a));
+    ck_assert_duration(t0, 0.09, 0.5);
+    ck_assert_ok(usock_run());
+    ck_assert_ptr_nonnull(la.got);
+    ck_assert_ok(usock_close(la.got));
+    for (int i = 0; i <= n; i++) {
+        ck_assert_ok(usock_close(c[i]));
+    }
+    ck_assert_ok(usock_close(l));
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -307,6 +526,9 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, reactor_failure);
     tcase_add_test(tc, poll_error);
     tcase_add_test(tc, post_spawn_enomem);
+    tcase_add_test(tc, join_cancel_exdev);
+    tcase_add_test(tc, thread_exit_unwinds);
+    tcase_add_test(tc, unix_connect_full_backlog);
 }
 
 static Suite *fault_suite(void)
