@@ -628,11 +628,97 @@ static void main_stack(struct usock__task *t)
 #endif
 }
 
+/*
+ * fork (DESIGN "Lifetimes across threads"): the child can use usocket at
+ * once.  Its copy of the forking thread's hub shares the parent's epoll
+ * instance and wake-up fd, so the child handler drops that hub: its tasks
+ * are not run in the child (as other threads are not), their stacks are
+ * released, its reactor's fds are closed (the parent's registrations are
+ * untouched: libev makes no epoll_ctl when destroying a loop), and the
+ * child's first call makes a new hub with a reactor of its own.  Sockets
+ * stay open in both processes.  Exceptions: a hub embedded in a daemon's
+ * loop is kept (the daemon calls ev_loop_fork on its loop, as ev.pod says),
+ * and when fork is called from a task, that task must not return in the
+ * child (exec or _exit), as its hub is gone.  The locks a fork could catch
+ * held (the id table, this hub's inbox) are taken around it.
+ */
+static void fork_prepare(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    usock__task_ids_lock(1);
+    if (h) {
+        pthread_mutex_lock(&h->lock);
+    }
+}
+
+static void fork_parent(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    if (h) {
+        pthread_mutex_unlock(&h->lock);
+    }
+    usock__task_ids_lock(0);
+}
+
+static void fork_child(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    if (h) {
+        pthread_mutex_unlock(&h->lock);
+    }
+    usock__task_ids_lock(0);
+    if (!h || h->embedded) {
+        return;
+    }
+    usock__tls_hub = NULL;
+    pthread_setspecific(hub_key, NULL);
+    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
+        struct usock__task *t = h->ids[i], *next;
+        for (; t; t = next) {
+            next = t->hnext;
+            if (t->wait && t->wait->unlink) {
+                t->wait->unlink(t->wait);
+            }
+            if (t != h->current) {
+                usock__task_free(t);
+            }
+        }
+    }
+    if (h->main.wait && h->main.wait->unlink) {
+        h->main.wait->unlink(h->main.wait);
+    }
+    if (h->zombie) {
+        usock__task_free(h->zombie);
+    }
+    if (h->has_reactor) {
+        h->reactor.ops->destroy(&h->reactor);
+    }
+    struct usock__inbox_item *it, *next;
+    for (it = h->inbox; it; it = next) {
+        next = it->next;
+        free(it); /* posts and resolver results of the parent's hub */
+    }
+    free_posts(h);
+    if (h->current != &h->main) {
+        return; /* forked from a task: it still runs on h */
+    }
+    free(h->ids);
+    usock__heap_free(&h->timers);
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
 static int key_err; /* pthread_key_create's error, once */
 
 static void make_key(void)
 {
     key_err = pthread_key_create(&hub_key, hub_destroy);
+    if (key_err == 0) {
+        key_err = pthread_atfork(fork_prepare, fork_parent, fork_child);
+    }
 }
 
 struct usock_hub *usock__hub_get(void)

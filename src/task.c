@@ -22,6 +22,7 @@
 #include "hub.h"
 
 static atomic_size_t stack_size = USOCK__STACK_DEFAULT;
+static atomic_size_t max_tasks; /* per hub; 0: no cap */
 
 /* ------------------------------------------------------------------------ */
 /*  Task ids                                                                */
@@ -92,6 +93,15 @@ int usock__task_id(struct usock_hub *h)
     pthread_mutex_unlock(&ids_lock);
     h->id_grab = want;
     return h->id_next++;
+}
+
+void usock__task_ids_lock(int lock)
+{
+    if (lock) {
+        pthread_mutex_lock(&ids_lock);
+    } else {
+        pthread_mutex_unlock(&ids_lock);
+    }
 }
 
 int usock__task_owner(const struct usock_hub *h, int id)
@@ -224,6 +234,11 @@ void usock__task_free(struct usock__task *t)
     usock__stack_put(&st);
 }
 
+size_t usock_setmaxtasks(size_t n)
+{
+    return atomic_exchange(&max_tasks, n);
+}
+
 int usock_setstacksize(size_t bytes)
 {
     if (bytes < USOCK__STACK_MIN || bytes > USOCK__STACK_MAX) {
@@ -246,6 +261,11 @@ int usock_spawn(void (*fn)(void *arg), void *arg)
         return -1;
     }
     if (!h || usock__hub_reactor(h) < 0) {
+        return -1;
+    }
+    size_t cap = atomic_load_explicit(&max_tasks, memory_order_relaxed);
+    if (unlikely(cap != 0 && h->ntasks >= cap)) {
+        errno = EAGAIN;
         return -1;
     }
     if (usock__stack_get(&st, atomic_load(&stack_size)) < 0) {

@@ -16,7 +16,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <linux/kcmp.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <usocket.h>
@@ -519,6 +522,192 @@ START_TEST(unix_connect_full_backlog)
 }
 END_TEST
 
+/* ---- fork: parent and child both keep working (F14) -------------------- */
+
+/* The fds of this process that are reactor plumbing (epoll, eventfd). */
+static int reactor_fds(int *fds, int max)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    while (d != NULL && (e = readdir(d)) != NULL && n < max) {
+        char path[300], target[64];
+        ssize_t k;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        k = readlink(path, target, sizeof target - 1);
+        if (k > 0) {
+            target[k] = '\0';
+            if (strcmp(target, "anon_inode:[eventpoll]") == 0 ||
+                strcmp(target, "anon_inode:[eventfd]") == 0) {
+                fds[n++] = atoi(e->d_name);
+            }
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
+static void child_echo(void *arg)
+{
+    usock_t **p = arg;
+    char buf[8] = {0};
+
+    if (usock_sendall(p[1], "ping", 4) == 0 && usock_sleep(0.02) == 0 &&
+        usock_read(p[0], buf, 4) == 4 && memcmp(buf, "ping", 4) == 0) {
+        p[2] = p[0]; /* success marker */
+    }
+}
+
+/* In the child: usocket works at once, with a reactor of its own (no fd of
+ * it is the same open file as one of the parent's).  Exit status: 0 ok,
+ * 2 usocket failed, 3 a reactor fd is the parent's, 4 kcmp unusable. */
+static int fork_child_checks(const int *pfds, int np, usock_t *x)
+{
+    usock_t *p[3] = {0};
+    int sv[2];
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+        return 2;
+    }
+    close(sv[0]);
+    close(sv[1]);
+    usock_t *l = usock_socket(AF_INET, SOCK_STREAM, 0);
+    usock_addr_t a;
+    if (!l || usock_addr_ip(&a, "127.0.0.1", 0) || usock_bind(l, &a) ||
+        usock_listen(l, 8) || usock_getsockname(l, &a)) {
+        return 2;
+    }
+    p[0] = usock_socket(AF_INET, SOCK_STREAM, 0);
+    if (!p[0] || usock_connect(p[0], &a) || !(p[1] = usock_accept(l, NULL))) {
+        return 2;
+    }
+    if (usock_spawn(child_echo, p) <= 0 || usock_run() != 0 || !p[2]) {
+        return 2;
+    }
+    /* The inherited socket the parent's task waits on: closing our copy
+     * must not disturb the parent. */
+    if (usock_close(x) != 0) {
+        return 2;
+    }
+    int cfds[16], nc = reactor_fds(cfds, 16);
+    if (nc == 0) {
+        return 2;
+    }
+    for (int i = 0; i < nc; i++) {
+        for (int j = 0; j < np; j++) {
+            long r = syscall(SYS_kcmp, getppid(), getpid(), KCMP_FILE,
+                             pfds[j], cfds[i]);
+            if (r < 0) {
+                return 4;
+            }
+            if (r == 0) {
+                return 3;
+            }
+        }
+    }
+    return 0;
+}
+
+static void post_flag(void *arg)
+{
+    __atomic_store_n((int *)arg, 1, __ATOMIC_RELEASE);
+}
+
+static void *post_from_thread(void *arg)
+{
+    void **v = arg;
+    usock_hub_post(v[0], post_flag, v[1]);
+    return NULL;
+}
+
+START_TEST(fork_both_work)
+{
+    usock_t *x, *xp;
+    struct test_op op = {.kind = TEST_RECV, .n = 1};
+    usock_hub_t *h = usock_hub_self();
+    int pfds[16], np, status = -1, posted = 0;
+
+    ck_assert_ptr_nonnull(h);
+    ck_assert_ok(test_pair(&x, &xp));
+    op.s = x;
+    test_spawn_op(&op);
+    ck_assert_ok(usock_sleep(0.02)); /* the recv waits in the reactor */
+    np = reactor_fds(pfds, 16);
+    ck_assert_int_gt(np, 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(fork_child_checks(pfds, np, x));
+    }
+    /* The parent keeps working while the child runs. */
+    double end = usock_now() + 10.0 * test_mult();
+    while (waitpid(pid, &status, WNOHANG) == 0 && usock_now() < end) {
+        ck_assert_ok(usock_sleep(0.01));
+    }
+    ck_assert_msg(WIFEXITED(status), "child did not exit (status %d)",
+                  status);
+    if (WEXITSTATUS(status) == 4) {
+        fprintf(stderr, "fork_both_work: kcmp(2) not permitted here: the "
+                        "child's reactor fds were not compared\n");
+    } else {
+        ck_assert_msg(WEXITSTATUS(status) == 0,
+                      "child failed: %d (2 usocket, 3 the parent's "
+                      "reactor fd)", WEXITSTATUS(status));
+    }
+    ck_assert(!op.done);
+    ck_assert_count(usock_send(xp, "z", 1), 1);
+    test_wait_op(&op, 2.0);
+    ck_assert_int_eq(op.rc, 1);
+    /* A post from another thread still wakes the parent's hub. */
+    pthread_t th;
+    void *v[2] = {h, &posted};
+    ck_assert_int_eq(pthread_create(&th, NULL, post_from_thread, v), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    for (int i = 0; i < 200 && !__atomic_load_n(&posted, __ATOMIC_ACQUIRE);
+         i++) {
+        ck_assert_ok(usock_sleep(0.01));
+    }
+    ck_assert(posted);
+}
+END_TEST
+
+/* ---- the task cap: spawn beyond it is EAGAIN, posts wait --------------- */
+
+static void short_nap(void *arg)
+{
+    (void)arg;
+    usock_sleep(0.05);
+}
+
+START_TEST(max_tasks)
+{
+    usock_hub_t *h = usock_hub_self();
+    int ran = 0;
+
+    ck_assert_ptr_nonnull(h);
+    ck_assert_uint_eq(usock_setmaxtasks(3), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_gt(usock_spawn(short_nap, NULL), 0);
+    }
+    ck_assert_errno(usock_spawn(short_nap, NULL), EAGAIN);
+    /* A post at the cap is kept until a task has finished. */
+    ck_assert_ok(usock_hub_post(h, set_flag, &ran));
+    ck_assert_ok(usock_sleep(0.01));
+    ck_assert(!ran);
+    ck_assert_ok(usock_run());
+    ck_assert(ran);
+    ck_assert_int_gt(usock_spawn(short_nap, NULL), 0);
+    ck_assert_uint_eq(usock_setmaxtasks(0), 3);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_gt(usock_spawn(short_nap, NULL), 0);
+    }
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -529,6 +718,8 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, join_cancel_exdev);
     tcase_add_test(tc, thread_exit_unwinds);
     tcase_add_test(tc, unix_connect_full_backlog);
+    tcase_add_test(tc, fork_both_work);
+    tcase_add_test(tc, max_tasks);
 }
 
 static Suite *fault_suite(void)
