@@ -289,6 +289,11 @@ USOCK_EXTERN double usock_setdeadline(double when);
  * to pages).  Errors: EINVAL (below 16 KiB or above 1 GiB). */
 USOCK_EXTERN int usock_setstacksize(size_t bytes);
 
+/* The most tasks one hub may have alive at once, in every thread from now
+ * on (0: no cap, the default); usock_spawn beyond it fails with EAGAIN,
+ * and posts wait until a task finishes.  Returns the previous cap. */
+USOCK_EXTERN size_t usock_setmaxtasks(size_t n);
+
 /* ========================================================================== */
 /*  Hubs: embedding and many threads                                          */
 /* ========================================================================== */

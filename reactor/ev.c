@@ -37,7 +37,9 @@
 #include <string.h>
 
 #include <ev.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reactor.h"
@@ -130,7 +132,7 @@ static void call(struct state *s, struct entry *e, int ev)
 static int grow_fired(struct state *s)
 {
     size_t n = s->capfired ? s->capfired * 2 : 64;
-    struct fired *f = realloc(s->fired, n * sizeof(*f));
+    struct fired *f = usock__realloc(s->fired, n * sizeof(*f));
 
     if (f == NULL) {
         return -1; /* on_io makes the callback at once instead */
@@ -295,7 +297,7 @@ static int grow(struct state *s, int fd)
     while (n <= (size_t)fd) {
         n *= 2;
     }
-    t = realloc(s->fds, n * sizeof(struct entry *));
+    t = usock__realloc(s->fds, n * sizeof(struct entry *));
     if (t == NULL) {
         errno = ENOMEM;
         return -1;
@@ -316,7 +318,7 @@ static struct entry *entry_of(struct state *s, int fd)
     }
     e = s->fds[fd];
     if (e == NULL) {
-        if (posix_memalign((void **)&e, 64, sizeof(*e)) != 0) {
+        if (usock__memalign((void **)&e, 64, sizeof(*e)) != 0) {
             errno = ENOMEM;
             return NULL;
         }
@@ -343,10 +345,73 @@ static void start_internal(struct state *s)
     unref_started(s);
 }
 
+/*
+ * libev aborts when an allocation fails (ev.pod, ev_set_allocator) and
+ * when a system call it retries fails (ev_set_syserr_cb: epoll_wait).
+ * Both settings are process-wide.  We install ours at the first reactor
+ * made on a loop of our own, and never when the first one is a daemon's
+ * loop (usock_hub_use_ev_loop): that daemon keeps its own settings.
+ *
+ * Allocation: libev cannot take a NULL back, so ev_alloc never returns
+ * one.  On failure it frees an emergency reserve kept for this moment and
+ * tries again; while that is not enough it waits (1 ms, doubling to
+ * 100 ms) and tries again.  A hub out of memory inside libev stalls until
+ * memory comes back instead of killing the process.
+ *
+ * A failed system call is noted for run_once, which returns -1 with its
+ * errno: the hub then ends its blocked calls with it (never a spin).
+ */
+static void *reserve;                     /* freed at the first failure */
+static __thread int syserr;               /* errno of libev's last failure */
+static pthread_once_t install_once = PTHREAD_ONCE_INIT;
+
+static void *ev_alloc(void *p, long size)
+{
+    long gap = 1000000;
+
+    if (size == 0) {
+        free(p);
+        return NULL;
+    }
+    for (;;) {
+        void *q = usock__realloc(p, (size_t)size);
+        if (q != NULL) {
+            return q;
+        }
+        void *r = __atomic_exchange_n(&reserve, NULL, __ATOMIC_ACQ_REL);
+        if (r != NULL) {
+            free(r);
+            continue;
+        }
+        struct timespec ts = {0, gap};
+        nanosleep(&ts, NULL);
+        gap = gap * 2 > 100000000 ? 100000000 : gap * 2;
+    }
+}
+
+static void on_syserr(const char *msg)
+{
+    (void)msg;
+    syserr = errno != 0 ? errno : EIO;
+}
+
+static void install(void)
+{
+    reserve = malloc(256 * 1024);
+    ev_set_allocator(ev_alloc);
+    ev_set_syserr_cb(on_syserr);
+}
+
 static int init(struct usock__reactor *r, void *foreign_loop)
 {
-    struct state *s = calloc(1, sizeof(*s));
+    static int first = 1; /* atomic: the first init decides */
+    struct state *s;
 
+    if (__atomic_exchange_n(&first, 0, __ATOMIC_ACQ_REL) &&
+        foreign_loop == NULL) {
+        pthread_once(&install_once, install);
+    }
+    s = usock__calloc(1, sizeof(*s));
     if (s == NULL) {
         return -1;
     }
@@ -571,6 +636,7 @@ static int run_once(struct usock__reactor *r, int64_t deadline)
 
     s->calls = 0;
     s->woken = 0;
+    syserr = 0;
     /* Not on a daemon's loop: there tasks run inside ev_run (tick) and
      * could close and reuse an fd between an event and its callback. */
     s->deferring = !s->foreign;
@@ -580,11 +646,16 @@ static int run_once(struct usock__reactor *r, int64_t deadline)
         do {
             iterate(s, deadline);
         } while (!s->foreign && s->calls == 0 && s->nfired == 0 &&
-                 !s->woken &&
+                 !s->woken && syserr == 0 &&
                  (deadline == USOCK__NEVER || usock__clock_ns() < deadline));
     }
     s->deferring = 0;
     call_fired(s);
+    if (syserr != 0) {
+        errno = syserr;
+        syserr = 0;
+        return -1;
+    }
     return s->calls;
 }
 

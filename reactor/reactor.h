@@ -131,4 +131,18 @@ USOCK__HIDDEN int64_t usock__clock_ns(void);
  * up so a wait never ends early: -1 for USOCK__NEVER, 0 when past. */
 USOCK__HIDDEN int usock__ms_until(int64_t deadline);
 
+/*
+ * Allocation for the whole library (src/ and reactor/), with a test hook:
+ * usock__alloc_fail_in(n) makes the n-th allocation from now fail with
+ * ENOMEM (1: the next one), once; 0 disarms it.  usock__alloc_fail_left()
+ * is what is left of the count (0 once the failure was injected).
+ */
+#include <stddef.h>
+USOCK__HIDDEN void *usock__malloc(size_t n);
+USOCK__HIDDEN void *usock__calloc(size_t k, size_t n);
+USOCK__HIDDEN void *usock__realloc(void *p, size_t n);
+USOCK__HIDDEN int usock__memalign(void **p, size_t align, size_t n);
+USOCK__HIDDEN void usock__alloc_fail_in(long n);
+USOCK__HIDDEN long usock__alloc_fail_left(void);
+
 #endif /* USOCKET_REACTOR_H */

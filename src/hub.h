@@ -119,6 +119,14 @@ struct usock_hub {
                                          allocated until the last worker
                                          is done with it too */
     int shutdown;                     /* usock_hub_shutdown was called */
+    /* Posts whose task could not be spawned yet (out of memory, at the
+     * task cap): kept, retried from retry_at (hub.c). */
+    void *deferred;
+    int64_t retry_at, retry_gap;
+    /* Task ids (task.c): the current range [id_end - id_grab, id_end),
+     * of which [.., id_next) were issued; serial names the hub there. */
+    int id_next, id_end, id_grab;
+    unsigned serial;
 };
 
 /* This thread's hub, if it exists (never creates one). */
@@ -182,10 +190,13 @@ USOCK__HIDDEN void usock__sleep_until(int64_t until);
 USOCK__HIDDEN void usock__hub_exit(struct usock_hub *h) __attribute__((noreturn));
 /* Release the task's resources (its stack, which holds it). */
 USOCK__HIDDEN void usock__task_free(struct usock__task *t);
-/* A fresh task id (process-wide, > 0). */
-USOCK__HIDDEN int usock__task_id(void);
-/* Highest id issued so far. */
-USOCK__HIDDEN int usock__task_last_id(void);
+/* A fresh task id of hub h (unique process-wide, > 0), or -1 with errno
+ * ENOMEM or EAGAIN (every id was issued). */
+USOCK__HIDDEN int usock__task_id(struct usock_hub *h);
+/* Take (1) or release (0) the lock of the id table: around fork. */
+USOCK__HIDDEN void usock__task_ids_lock(int lock);
+/* Who issued id: 1 hub h, -1 another hub, 0 nobody (never issued). */
+USOCK__HIDDEN int usock__task_owner(const struct usock_hub *h, int id);
 
 /*
  * AddressSanitizer must be told about every stack switch, or it reports

@@ -93,7 +93,7 @@ static int convert(const struct addrinfo *ai, usock_addrinfo_t **res)
 
     *res = NULL;
     for (; ai; ai = ai->ai_next) {
-        usock_addrinfo_t *r = calloc(1, sizeof(*r));
+        usock_addrinfo_t *r = usock__calloc(1, sizeof(*r));
         if (!r || ai->ai_addrlen > sizeof(r->addr.u)) {
             free(r);
             goto fail;
@@ -227,7 +227,7 @@ int usock_getaddrinfo(const char *host, int port, int family, int type,
         errno = ECANCELED;
         return EAI_SYSTEM;
     }
-    j = calloc(1, sizeof(*j));
+    j = usock__calloc(1, sizeof(*j));
     if (!j || (host && !(j->host = strdup(host)))) {
         free(j);
         return EAI_MEMORY;

@@ -49,7 +49,7 @@ struct usock *usock__wrap(int fd, int family, int type, int proto)
 {
     struct usock *s;
 
-    if (posix_memalign((void **)&s, 64, sizeof(*s)) != 0) {
+    if (usock__memalign((void **)&s, 64, sizeof(*s)) != 0) {
         errno = ENOMEM;
         return NULL;
     }

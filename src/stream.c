@@ -48,7 +48,7 @@ static int rb_reserve(struct usock__rbuf *rb, size_t want)
     while (cap < rb->len + want) {
         cap *= 2;
     }
-    char *b = malloc(cap);
+    char *b = usock__malloc(cap);
     if (!b) {
         return usock__fail(ENOMEM);
     }

@@ -16,14 +16,17 @@ static int sock_mask(const struct usock *s)
            (s->wwait && s->wwait->dir ? USOCK__OUT : 0);
 }
 
-static void update_mask(struct usock *s)
+/* Tell the reactor.  0, or -1 with errno (ENOMEM) when it could not
+ * watch a wider mask (a narrower one never fails). */
+static int update_mask(struct usock *s)
 {
     struct usock__reactor *r = &s->hub->reactor;
     int mask = sock_mask(s);
 
     if (mask != s->io.events) {
-        r->ops->io_set(r, &s->io, s->fd, mask);
+        return r->ops->io_set(r, &s->io, s->fd, mask);
     }
+    return 0;
 }
 
 /* Readiness of s (a reactor callback): wake its waiters. */
@@ -50,7 +53,7 @@ static void sock_unlink(struct usock__wait *w)
     } else if (s->wwait == w) {
         s->wwait = NULL;
     }
-    update_mask(s);
+    (void)update_mask(s); /* narrowing: cannot fail */
 }
 
 /* A thread with no reactor (no tasks ever): one direct poll(2). */
@@ -95,7 +98,11 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
     w->dir = events;
     usock__heap_node_init(&w->timer);
     *slot = w;
-    update_mask(s);
+    if (update_mask(s) < 0) {
+        /* Not watched: waiting would never end. */
+        *slot = NULL;
+        return -1;
+    }
     return 0;
 }
 
