@@ -58,7 +58,7 @@ static int scan(struct usock_pollfd *fds, size_t n, const unsigned char *gone)
         fds[i].revents = p[i].revents;
         if (gone && gone[i]) {
             fds[i].revents = POLLNVAL;
-        } else if (fds[i].sock && fds[i].sock->rb.len &&
+        } else if (fds[i].sock && usock__has_input(fds[i].sock) &&
                    (fds[i].events & POLLIN)) {
             fds[i].revents |= POLLIN;
         }

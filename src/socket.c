@@ -136,6 +136,9 @@ int usock_close(usock_t *s)
         }
         h->reactor.ops->io_forget(&h->reactor, s->fd);
     }
+    if (unlikely(s->tls != NULL)) {
+        usock__tls_close(s); /* close_notify if it needs no wait */
+    }
     int r = close(s->fd);
     int e = errno;
     free(s->rb.buf);
@@ -158,6 +161,9 @@ int usock_shutdown(usock_t *s, int how)
 {
     if (!s || (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)) {
         return usock__fail(EINVAL);
+    }
+    if (s->tls && how != SHUT_RD && usock__tls_shutdown(s) < 0) {
+        return -1;
     }
     return shutdown(s->fd, how);
 }

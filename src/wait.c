@@ -12,8 +12,9 @@
 /* The interest mask of s: derived from its two waiter slots. */
 static int sock_mask(const struct usock *s)
 {
-    return (s->rwait && s->rwait->dir ? USOCK__IN : 0) |
-           (s->wwait && s->wwait->dir ? USOCK__OUT : 0);
+    /* dir is the direction a waiter watches: its slot's own (0: the timer
+     * only), or the other one for TLS (a write that needs input). */
+    return (s->rwait ? s->rwait->dir : 0) | (s->wwait ? s->wwait->dir : 0);
 }
 
 /* Tell the reactor.  0, or -1 with errno (ENOMEM) when it could not
@@ -35,10 +36,10 @@ static void sock_ready(struct usock__io *io, int revents)
     struct usock *s = container_of(io, struct usock, io);
 
     /* A waiter with dir 0 only waits for its timer (accept back-off). */
-    if ((revents & USOCK__IN) && s->rwait && s->rwait->dir) {
+    if (s->rwait && (revents & s->rwait->dir)) {
         usock__wake(s->rwait, 0);
     }
-    if ((revents & USOCK__OUT) && s->wwait && s->wwait->dir) {
+    if (s->wwait && (revents & s->wwait->dir)) {
         usock__wake(s->wwait, 0);
     }
 }
@@ -151,6 +152,19 @@ int usock__wait(struct usock *s, int dir, int64_t *dl)
         return wait_plain(s, dir, *dl);
     }
     return park_on(s, dir, dir, *dl);
+}
+
+int usock__wait_for(struct usock *s, int slot, int events, int64_t *dl)
+{
+    struct usock_hub *h = wait_begin(s, dl);
+
+    if (!h) {
+        return -1;
+    }
+    if (!h->has_reactor) {
+        return wait_plain(s, events, *dl);
+    }
+    return park_on(s, slot, events, *dl);
 }
 
 int usock__backoff(struct usock *s, int dir, int64_t *dl, int64_t until)
