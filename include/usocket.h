@@ -317,6 +317,17 @@ USOCK_EXTERN int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg);
  * they have finished.  Errors: EINVAL. */
 USOCK_EXTERN int usock_hub_shutdown(usock_hub_t *h);
 
+/* Embedding in any other loop (glib, libuv, poll, select): watch
+ * usock_hub_fd() for reading beside the loop's own fds, wait at most
+ * usock_hub_timeout() seconds (0: now; USOCK_NONE: no deadline), then call
+ * usock_hub_run_nowait(), which runs what is ready without blocking and
+ * returns the number of tasks still alive.  Errors: ENOTSUP (poll reactor;
+ * usock_hub_timeout then returns USOCK_NONE), EBUSY (the hub uses a libev
+ * loop), EDEADLK (run_nowait from a task), EMFILE, ENOMEM. */
+USOCK_EXTERN int usock_hub_fd(void);
+USOCK_EXTERN double usock_hub_timeout(void);
+USOCK_EXTERN int usock_hub_run_nowait(void);
+
 /* ========================================================================== */
 /*  Conditions and channels: tasks and threads talking to each other          */
 /* ========================================================================== */

@@ -76,6 +76,8 @@ struct usock__reactor {
     const void *hint; /* while a readiness callback runs: the backend's
                          record of that fd, which the woken task's next
                          io_set touches (the hub prefetches it); else NULL */
+    int dirty;        /* set by a backend whose watch changes reach the
+                         kernel (and so wait_fd) only in its next pass */
 };
 
 struct usock__reactor_ops {
@@ -112,6 +114,14 @@ struct usock__reactor_ops {
      * limit), dispatch their callbacks, return.  Returns the number of
      * callbacks made, or -1 with errno (EINTR is not an error: 0). */
     int (*run_once)(struct usock__reactor *r, int64_t deadline);
+
+    /* For a loop that is not libev (usock_hub_fd): a descriptor that is
+     * readable while run_once(r, 0) has events to take in or a wakeup
+     * came, and not otherwise once run_once(r, 0) has applied the watches
+     * set since the last pass.  Its number stays the same while r lives.
+     * Made on the first call; -1 with errno (ENOTSUP: this backend, or a
+     * foreign loop, cannot give one; EMFILE ...).  NULL: not supported. */
+    int (*wait_fd)(struct usock__reactor *r);
 };
 
 USOCK__HIDDEN extern const struct usock__reactor_ops usock__reactor_poll;

@@ -381,6 +381,9 @@ static void embed_block(struct usock_hub *h)
 /* The next task to run, after a reactor pass when the round is over. */
 static struct usock__task *next_task(struct usock_hub *h)
 {
+    if (h->driving) {
+        return &h->main; /* usock__hub_drive pops the next one */
+    }
     if (h->embedded) {
         /* The thread's own context is inside embed_tick (the daemon's
          * loop): going back to it is going back to the loop. */
@@ -408,6 +411,31 @@ static struct usock__task *next_task(struct usock_hub *h)
             }
         }
         poll_once(h, h->rq_head == NULL);
+    }
+}
+
+void usock__hub_drive(struct usock_hub *h)
+{
+    struct usock__task *t;
+    size_t round;
+
+    h->reactor.ops->run_once(&h->reactor, 0);
+    h->last_poll = usock__clock_ns();
+    if (h->timers.n) {
+        fire_timers(h, h->last_poll);
+    }
+    drain_inbox(h);
+    round = h->rq_len;
+    h->driving = 1;
+    while (round-- > 0 && (t = rq_pop(h))) {
+        if (t != &h->main) {
+            switch_to(h, &h->main, t);
+        }
+    }
+    h->driving = 0;
+    if (h->reactor.dirty) {
+        /* The backend hands watch changes to the kernel in a pass. */
+        h->reactor.ops->run_once(&h->reactor, 0);
     }
 }
 

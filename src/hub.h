@@ -104,6 +104,8 @@ struct usock_hub {
     int embedded;                     /* runs inside a daemon's ev loop */
     int main_woken;                   /* embedded: the main context's wait
                                          ended */
+    int driving;                      /* in usock__hub_drive: a task that
+                                         blocks goes back to it */
     struct usock__task **ids;         /* hash table id -> task */
     size_t ids_mask;
     size_t ntasks;                    /* spawned tasks alive */
@@ -172,6 +174,12 @@ USOCK__HIDDEN void usock__hub_job_start(struct usock_hub *h);
 USOCK__HIDDEN int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *),
                                       void *arg);
 USOCK__HIDDEN void usock__hub_job_cancel(struct usock_hub *h);
+
+/* usock_hub_run_nowait (embed.c), from the thread's own context: take in
+ * ready I/O, due timers and posts without blocking, run each task that is
+ * ready then (they come back here when they block), and hand the reactor
+ * the watches they set. */
+USOCK__HIDDEN void usock__hub_drive(struct usock_hub *h);
 
 /* The task with this id on hub h, or NULL. */
 USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
