@@ -328,6 +328,8 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
 # ---------------------------------------------------------------------------
 echo
 sh "$(dirname "$0")/http.sh" "$B"
+
+# ---------------------------------------------------------------------------
 #  Every core: examples/multicore_echo_server (a hub and an SO_REUSEPORT
 #  listener per thread) at 1 and 2 threads against usock_echo (one hub: the
 #  threaded_echo_server pattern without its greeting), 100 connections of
@@ -373,3 +375,6 @@ if [ -x "$MC" ]; then
         f = f " -t 1 %d rt/s (%.2fx), -t 2 %d rt/s (%.2fx)\n"
         printf f, o, a, (o > 0 ? a / o : 0), b, (o > 0 ? b / o : 0) }'
 fi
+# Channels: items/s beside Go's channels (bench/chan.sh).
+echo "channels ..." >&2
+sh "$(dirname "$0")/chan.sh" "$B" "$QUICK"

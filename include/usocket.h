@@ -186,7 +186,7 @@ USOCK_EXTERN ssize_t usock_read(usock_t *s, void *buf, size_t n);
 /* Read through '\n' (included) into buf, at most n-1 bytes, NUL-terminated.
  * Returns the length (0 at end of stream); a line longer than n-1 comes back
  * in pieces of n-1 bytes.  No byte is lost on failure.  Errors: EINVAL (NULL,
- * n == 0), and as usock_recv. */
+ * n < 2), and as usock_recv. */
 USOCK_EXTERN ssize_t usock_readline(usock_t *s, char *buf, size_t n);
 
 /* Write all n bytes unless the timeout, the deadline, non-blocking mode or an

@@ -93,6 +93,14 @@ USOCK__HIDDEN ssize_t usock__recv(struct usock *s, void *buf, size_t n,
 /* Put n bytes back in front of the socket's read buffer.  0, or -1 ENOMEM. */
 USOCK__HIDDEN int usock__unread(struct usock *s, const void *buf, size_t n);
 
+/* Make buf (malloc'd, cap bytes, holding n bytes at off) the socket's read
+ * buffer, its n bytes in front of those already buffered, without
+ * allocating: for when usock__unread is out of memory.  0 (buf is the
+ * socket's now), or -1 with errno ENOMEM when they do not all fit in cap
+ * (buf is left to the caller). */
+USOCK__HIDDEN int usock__rb_adopt(struct usock *s, char *buf, size_t cap,
+                                  size_t off, size_t n);
+
 /* Take up to n bytes from the socket's read buffer. */
 USOCK__HIDDEN size_t usock__rb_take(struct usock *s, void *buf, size_t n);
 

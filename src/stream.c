@@ -33,6 +33,9 @@ size_t usock__rb_take(struct usock *s, void *buf, size_t n)
     return k;
 }
 
+/* Tests: non-zero makes every allocation of a read buffer fail (ENOMEM). */
+USOCK__HIDDEN int usock__rb_nomem;
+
 /* Make room for `want` more bytes after the buffered ones. */
 static int rb_reserve(struct usock__rbuf *rb, size_t want)
 {
@@ -48,7 +51,7 @@ static int rb_reserve(struct usock__rbuf *rb, size_t want)
     while (cap < rb->len + want) {
         cap *= 2;
     }
-    char *b = usock__malloc(cap);
+    char *b = usock__rb_nomem ? NULL : usock__malloc(cap);
     if (!b) {
         return usock__fail(ENOMEM);
     }
@@ -79,6 +82,29 @@ int usock__unread(struct usock *s, const void *buf, size_t n)
     rb->off -= n;
     rb->len += n;
     memcpy(rb->buf + rb->off, buf, n);
+    return 0;
+}
+
+int usock__rb_adopt(struct usock *s, char *buf, size_t cap, size_t off,
+                    size_t n)
+{
+    struct usock__rbuf *rb = &s->rb;
+
+    if (off + n + rb->len > cap) {
+        if (n + rb->len > cap) {
+            return usock__fail(ENOMEM);
+        }
+        memmove(buf, buf + off, n);
+        off = 0;
+    }
+    if (rb->len) {
+        memcpy(buf + off + n, rb->buf + rb->off, rb->len);
+    }
+    free(rb->buf);
+    rb->buf = buf;
+    rb->cap = cap;
+    rb->off = off;
+    rb->len += n;
     return 0;
 }
 
@@ -155,8 +181,8 @@ ssize_t usock_readline(usock_t *s, char *buf, size_t n)
     size_t max, k, scanned = 0;
 
 
-    if (usock__check_io(s, buf, n) < 0 || n == 0) {
-        return usock__fail(EINVAL);
+    if (usock__check_io(s, buf, n) < 0 || n < 2) {
+        return usock__fail(EINVAL); /* n 1 would hold no byte of the line */
     }
     if (usock__cancelled()) {
         return usock__fail(ECANCELED);

@@ -849,6 +849,7 @@ struct pingpong {
     usock_cond_t *c;
     long sum;
     int err;
+    int signalled; /* atomic */
     double cond_took;
 };
 
@@ -881,10 +882,15 @@ static void *plain_thread(void *arg)
     /* Woken by the task's signal. */
     v = -1;
     t0 = usock_now();
-    if (usock_chan_send(p->req, &v, 5.0) < 0 ||
-        usock_cond_wait(p->c, 5.0) < 0) {
+    if (usock_chan_send(p->req, &v, 5.0) < 0) {
         p->err = errno;
         return NULL;
+    }
+    while (!__atomic_load_n(&p->signalled, __ATOMIC_ACQUIRE)) {
+        if (usock_cond_wait(p->c, 5.0) < 0) {
+            p->err = errno;
+            return NULL;
+        }
     }
     p->cond_took = usock_now() - t0;
     usock_chan_close(p->req);
@@ -899,6 +905,7 @@ static void answer_task(void *arg)
     while (usock_chan_recv(p->req, &v, 10.0) == 0) {
         if (v == -1) {
             ck_assert_ok(usock_sleep(0.1));
+            __atomic_store_n(&p->signalled, 1, __ATOMIC_RELEASE);
             ck_assert_ok(usock_cond_signal(p->c));
             continue;
         }
@@ -932,22 +939,30 @@ START_TEST(plain_thread_and_task)
 END_TEST
 
 /* A task of another hub blocked in recv wakes well under 0.2 s after a
- * send from this thread; a cond waiter likewise after a signal. */
+ * send from this thread; a cond waiter likewise after a signal.  The flags
+ * say when the remote task is about to wait (it does not yield before it
+ * parks), and the cond is used with its predicate, so a signal that comes
+ * early is not lost. */
 struct remote {
     usock_chan_t *ch;
     usock_cond_t *c;
     double got_at, woke_at;
     long v;
     int rc1, rc2;
+    int ready1, ready2, flag; /* atomic */
 };
 
 static void remote_task(void *arg)
 {
     struct remote *r = arg;
 
+    __atomic_store_n(&r->ready1, 1, __ATOMIC_RELEASE);
     r->rc1 = usock_chan_recv(r->ch, &r->v, 5.0);
     r->got_at = usock_now();
-    r->rc2 = usock_cond_wait(r->c, 5.0);
+    __atomic_store_n(&r->ready2, 1, __ATOMIC_RELEASE);
+    while (!__atomic_load_n(&r->flag, __ATOMIC_ACQUIRE) &&
+           (r->rc2 = usock_cond_wait(r->c, 5.0)) == 0) {
+    }
     r->woke_at = usock_now();
 }
 
@@ -958,28 +973,39 @@ static void *remote_thread(void *arg)
     return NULL;
 }
 
+static void await_flag(int *flag)
+{
+    while (!__atomic_load_n(flag, __ATOMIC_ACQUIRE)) {
+        ck_assert_ok(usock_sleep(0.001));
+    }
+    ck_assert_ok(usock_sleep(0.02));
+}
+
 START_TEST(cross_hub_wake_latency)
 {
     struct remote r = {0};
     pthread_t t;
     long v = 99;
-    double t0;
+    double t0, t1;
 
     r.ch = ck_assert_nonnull(usock_chan_new(sizeof(long), 0));
     r.c = ck_assert_nonnull(usock_cond_new());
     ck_assert_int_eq(pthread_create(&t, NULL, remote_thread, &r), 0);
-    ck_assert_ok(usock_sleep(0.1));
+    await_flag(&r.ready1);
     t0 = usock_now();
     ck_assert_ok(usock_chan_send(r.ch, &v, 2.0)); /* the receiver waits */
-    ck_assert_ok(usock_sleep(0.1));
+    await_flag(&r.ready2);
+    t1 = usock_now();
+    __atomic_store_n(&r.flag, 1, __ATOMIC_RELEASE);
     ck_assert_ok(usock_cond_signal(r.c));
-    double t1 = usock_now();
     pthread_join(t, NULL);
     ck_assert_int_eq(r.rc1, 0);
     ck_assert_int_eq(r.rc2, 0);
     ck_assert_int_eq(r.v, 99);
-    ck_assert(r.got_at - t0 < 0.2 * test_mult());
-    ck_assert(r.woke_at >= t1 && r.woke_at - t1 < 0.2 * test_mult());
+    ck_assert_msg(r.got_at - t0 < 0.2 * test_mult(), "recv woke after %.3f s",
+                  r.got_at - t0);
+    ck_assert_msg(r.woke_at - t1 < 0.2 * test_mult(), "wait woke after %.3f s",
+                  r.woke_at - t1);
     usock_chan_free(r.ch);
     usock_cond_free(r.c);
 }

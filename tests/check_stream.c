@@ -196,6 +196,9 @@ START_TEST(readline_n_zero)
     pair(&c, &s);
     ck_assert_ok(usock_sendall(c, "ab\n", 3));
     ck_assert_errno(usock_readline(s, buf, 0), EINVAL);
+    /* n 1 holds only the NUL: EINVAL, never 0 (end of stream) with data
+     * pending. */
+    ck_assert_errno(usock_readline(s, buf, 1), EINVAL);
     ck_assert_count(usock_readline(s, buf, sizeof buf), 3);
     ck_assert_str_eq(buf, "ab\n");
 }
