@@ -100,6 +100,7 @@ field() {
 # one SCEN KIND CONNS SIZE ARG ROUND MODE: a run, recorded in $REC.
 one() {
     scen=$1 kind=$2 conns=$3 size=$4 arg=$5 round=$6 mode=$7
+    case " $SKIP_KINDS " in *" $kind "*) return ;; esac
     if [ "$mode" = plain ]; then d=$D w=$W; else d=$CD w=$CW; fi
     start "$kind" "$arg" "$mode"
     if [ -z "$PORT" ] || [ -z "$SPID" ]; then
@@ -137,9 +138,9 @@ one() {
 
 # Scenarios: NAME CONNS SIZE BUFARG KINDS (the first kind is the baseline).
 SCENARIOS='c1 1 64 1024 base,ev,poll
-c100 100 64 1024 base,ev,poll,pthread
-c1000 1000 64 1024 base,ev,poll,pthread
-c10000 10000 64 1024 base,ev,poll
+c100 100 64 1024 base,ev,poll,pthread,naive,libuv,st,go
+c1000 1000 64 1024 base,ev,poll,pthread,naive,libuv,st,go
+c10000 10000 64 1024 base,ev,poll,pthread,naive,libuv,st,go
 bulk 1 65536 65536 base,ev,poll,naive
 u1 1 64 1 ubase,uev
 u100 100 64 100 ubase,uev'
@@ -157,6 +158,26 @@ round() {
         done
     done
 }
+
+# ---------------------------------------------------------------------------
+#  Peers (issue 12): libuv, State Threads and Go beside the epoll baseline,
+#  each skipped with its reason when its package is missing.  Go is built
+#  here with the local toolchain: no network, GOCACHE in $TMP.
+# ---------------------------------------------------------------------------
+SKIP_KINDS=
+[ -x "$B/uv_echo" ] || { SKIP_KINDS="$SKIP_KINDS libuv"
+    echo "peer libuv skipped: bench/uv_echo not built (libuv1-dev missing at configure time)"; }
+[ -x "$B/st_echo" ] || { SKIP_KINDS="$SKIP_KINDS st"
+    echo "peer st skipped: bench/st_echo not built (libst-dev missing at configure time)"; }
+if ! command -v go >/dev/null 2>&1; then
+    SKIP_KINDS="$SKIP_KINDS go"
+    echo "peer go skipped: no go command (golang-go missing)"
+elif ! (cd "$(dirname "$0")" && GOCACHE="$TMP/gocache" GOPATH="$TMP/gopath" \
+    GO111MODULE=off GOPROXY=off GOFLAGS= GOTOOLCHAIN=local \
+    go build -o "$B/go_echo" go_echo.go) > "$TMP/go.err" 2>&1; then
+    SKIP_KINDS="$SKIP_KINDS go"
+    echo "peer go skipped: go build failed: $(head -c 300 "$TMP/go.err")"
+fi
 
 START=$(date +%s)
 echo "usocket bench: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' \
@@ -252,6 +273,38 @@ END {
     line("poll", "c10000", "10000 conns", 0, 0, 0)
     line("pthread", "c100", "100 conns", 0, 0, 0)
     line("pthread", "c1000", "1000 conns", 0, 0, 0)
+    line("pthread", "c10000", "10000 conns", 0, 0, 0)
+    np2 = split("naive libuv st go", pk2, " ")
+    for (i = 1; i <= np2; i++)
+        for (j = 1; j <= 3; j++)
+            line(pk2[i], j == 1 ? "c100" : j == 2 ? "c1000" : "c10000",
+                j == 1 ? "100 conns" : j == 2 ? "1000 conns" : "10000 conns",
+                0, 0, 0)
+    # Peers side by side (issue 12): ratios to the epoll baseline.
+    print "Peers side by side (rt/s and server CPU per round trip as" \
+        " ratios to the epoll baseline, median of rounds; RSS growth per" \
+        " connection):"
+    printf "  %-8s %-26s %-26s %-26s\n", "server", "100 conns", \
+        "1,000 conns", "10,000 conns"
+    np = split("ev poll naive libuv st go pthread", pk, " ")
+    for (i = 1; i <= np; i++) {
+        k = pk[i]; row = sprintf("  %-8s", k); any = 0
+        for (j = 1; j <= 3; j++) {
+            s = j == 1 ? "c100" : j == 2 ? "c1000" : "c10000"
+            if ((s, k) in abscpu && med(absrtt[s, k]) <= 0) {
+                any = 1
+                row = row sprintf(" %-26s", "no answers")
+            } else if ((s, k) in abscpu) {
+                any = 1
+                row = row sprintf(" %-26s", sprintf("%.2fx %.2fx %.1fKiB",
+                    med(rr[s, k]), med(rc[s, k]), med(perconn[s, k]) / 1024))
+            } else
+                row = row sprintf(" %-26s", "-")
+        }
+        if (any) print row
+    }
+    print "  (each cell: rt/s ratio, cpu/rt ratio, RSS per connection;" \
+        " naive = 16 KiB recv + sendall, untuned)"
     print "Memory at 10,000 connections" \
         " (server VmRSS growth per connection; peak VmHWM):"
     for (i = 1; i <= 3; i++) {
