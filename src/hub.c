@@ -646,6 +646,7 @@ static void fork_prepare(void)
 {
     struct usock_hub *h = usock__tls_hub;
 
+    usock__resolve_fork(0);
     usock__task_ids_lock(1);
     if (h) {
         pthread_mutex_lock(&h->lock);
@@ -660,6 +661,7 @@ static void fork_parent(void)
         pthread_mutex_unlock(&h->lock);
     }
     usock__task_ids_lock(0);
+    usock__resolve_fork(1);
 }
 
 static void fork_child(void)
@@ -670,6 +672,7 @@ static void fork_child(void)
         pthread_mutex_unlock(&h->lock);
     }
     usock__task_ids_lock(0);
+    usock__resolve_fork(2);
     if (!h || h->embedded) {
         return;
     }

@@ -193,6 +193,9 @@ USOCK__HIDDEN void usock__task_free(struct usock__task *t);
 /* A fresh task id of hub h (unique process-wide, > 0), or -1 with errno
  * ENOMEM or EAGAIN (every id was issued). */
 USOCK__HIDDEN int usock__task_id(struct usock_hub *h);
+/* The resolver's pool around fork: 0 before (lock), 1 in the parent
+ * after (unlock), 2 in the child (no workers, empty queue). */
+USOCK__HIDDEN void usock__resolve_fork(int phase);
 /* Take (1) or release (0) the lock of the id table: around fork. */
 USOCK__HIDDEN void usock__task_ids_lock(int lock);
 /* Who issued id: 1 hub h, -1 another hub, 0 nobody (never issued). */

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -708,6 +709,60 @@ START_TEST(max_tasks)
 }
 END_TEST
 
+/* ---- name lookups: a bounded pool of workers, the rest queued ---------- */
+
+extern void (*usock__resolve_hook)(const char *host);
+static int in_lookup, most_in_lookup;
+
+static void counting_hook(const char *host)
+{
+    (void)host;
+    int n = __atomic_add_fetch(&in_lookup, 1, __ATOMIC_SEQ_CST);
+    int m = __atomic_load_n(&most_in_lookup, __ATOMIC_SEQ_CST);
+    while (n > m && !__atomic_compare_exchange_n(&most_in_lookup, &m, n, 0,
+                                                 __ATOMIC_SEQ_CST,
+                                                 __ATOMIC_SEQ_CST)) {
+    }
+    struct timespec ts = {0, 200000000};
+    nanosleep(&ts, NULL);
+    __atomic_sub_fetch(&in_lookup, 1, __ATOMIC_SEQ_CST);
+}
+
+struct lookup {
+    int rc, done;
+};
+
+static void lookup_task(void *arg)
+{
+    struct lookup *l = arg;
+    usock_addrinfo_t *res = NULL;
+
+    l->rc = usock_getaddrinfo("localhost", 80, AF_INET, SOCK_STREAM, 0, &res);
+    usock_freeaddrinfo(res);
+    l->done = 1;
+}
+
+START_TEST(resolver_pool_bounded)
+{
+    enum { N = 48 };
+    static struct lookup l[N];
+
+    usock__resolve_hook = counting_hook;
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_gt(usock_spawn(lookup_task, &l[i]), 0);
+    }
+    ck_assert_ok(usock_run());
+    usock__resolve_hook = NULL;
+    for (int i = 0; i < N; i++) {
+        ck_assert(l[i].done);
+        ck_assert_int_eq(l[i].rc, 0);
+    }
+    ck_assert_msg(most_in_lookup <= 16, "%d lookups ran at once",
+                  most_in_lookup);
+    ck_assert_int_gt(most_in_lookup, 1);
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -720,6 +775,7 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, unix_connect_full_backlog);
     tcase_add_test(tc, fork_both_work);
     tcase_add_test(tc, max_tasks);
+    tcase_add_test(tc, resolver_pool_bounded);
 }
 
 static Suite *fault_suite(void)
