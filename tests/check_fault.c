@@ -763,6 +763,68 @@ START_TEST(resolver_pool_bounded)
 }
 END_TEST
 
+/* ---- the read buffer has a fixed bound (S01, S04) ---------------------- */
+
+#define RB_BOUND 65536
+
+START_TEST(readline_bounded)
+{
+    enum { TOTAL = 200000 };
+    static char out[TOTAL], in[1 << 20];
+    usock_t *a, *b;
+    size_t got = 0;
+
+    memset(out, 'a', sizeof out);
+    ck_assert_ok(test_pair(&a, &b));
+    test_send_after(b, 0.0, out, TOTAL);
+    test_send_after(b, 0.05, NULL, 0); /* then end of stream */
+    /* No newline in 200 kB: each call returns a full piece of the bound
+     * (n - 1 is larger), the socket's own buffer never holds more. */
+    for (;;) {
+        ssize_t r = usock_readline(a, in, sizeof in);
+        ck_assert_int_ge(r, 0);
+        ck_assert_msg(a->rb.cap <= RB_BOUND, "read buffer of %zu bytes",
+                      a->rb.cap);
+        if (r == 0) {
+            break;
+        }
+        ck_assert_ptr_null(memchr(in, '\n', (size_t)r));
+        ck_assert_int_eq((size_t)r, TOTAL - got < RB_BOUND ? TOTAL - got
+                                                           : RB_BOUND);
+        got += (size_t)r;
+    }
+    ck_assert_uint_eq(got, TOTAL);
+    /* A buffer smaller than the bound still gets n - 1 bytes. */
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+START_TEST(read_failure_bounded)
+{
+    enum { SENT = 100000 };
+    static char out[SENT], in[2 * SENT];
+    usock_t *a, *b;
+
+    memset(out, 'b', sizeof out);
+    ck_assert_ok(test_pair(&a, &b));
+    test_send_after(b, 0.0, out, SENT);
+    ck_assert_ok(usock_settimeout(a, 0.3));
+    /* More than the bound arrived, then the timeout: a short count with
+     * errno set, nothing kept in (or lost from) the socket's buffer. */
+    errno = 0;
+    ck_assert_int_eq(usock_read(a, in, sizeof in), SENT);
+    ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+    ck_assert_uint_le(a->rb.cap, RB_BOUND);
+    ck_assert_uint_eq(a->rb.len, 0);
+    /* Less than the bound: -1, and the bytes stay for the next call. */
+    ck_assert_count(usock_send(b, "xyz", 3), 3);
+    ck_assert_errno(usock_read(a, in, 10), ETIMEDOUT);
+    ck_assert_count(usock_recv(a, in, 10), 3);
+    ck_assert_int_eq(memcmp(in, "xyz", 3), 0);
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -776,6 +838,8 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, fork_both_work);
     tcase_add_test(tc, max_tasks);
     tcase_add_test(tc, resolver_pool_bounded);
+    tcase_add_test(tc, readline_bounded);
+    tcase_add_test(tc, read_failure_bounded);
 }
 
 static Suite *fault_suite(void)
