@@ -173,6 +173,11 @@ USOCK__HIDDEN int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *),
                                       void *arg);
 USOCK__HIDDEN void usock__hub_job_cancel(struct usock_hub *h);
 
+/* Sockets whose watcher is registered on h (usock.hub) hold it, so h
+ * stays allocated after its thread exits until the last is closed. */
+USOCK__HIDDEN void usock__hub_hold(struct usock_hub *h);
+USOCK__HIDDEN void usock__hub_release(struct usock_hub *h);
+
 /* The task with this id on hub h, or NULL. */
 USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
                                                    int id);

@@ -825,6 +825,61 @@ START_TEST(read_failure_bounded)
 }
 END_TEST
 
+/* ---- close of a socket last used on another thread's hub --------------- */
+
+struct remote {
+    usock_t *s;
+    ssize_t rc;
+    int err, done, fds_after;
+};
+
+static void remote_recv(void *arg)
+{
+    struct remote *rm = arg;
+    char c;
+
+    errno = 0;
+    rm->rc = usock_recv(rm->s, &c, 1);
+    rm->err = errno;
+    __atomic_store_n(&rm->done, 1, __ATOMIC_RELEASE);
+}
+
+static void *remote_thread(void *arg)
+{
+    struct remote *rm = arg;
+
+    usock_spawn(remote_recv, rm);
+    usock_run();
+    return NULL;
+}
+
+START_TEST(close_from_other_thread)
+{
+    struct remote rm = {.rc = -2};
+    usock_t *peer;
+    pthread_t th;
+
+    ck_assert_ok(test_pair(&rm.s, &peer));
+    int fd = usock_fileno(rm.s);
+    ck_assert_int_eq(pthread_create(&th, NULL, remote_thread, &rm), 0);
+    usleep(50000); /* the other thread's task waits in recv */
+    ck_assert(!__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE));
+    ck_assert_ok(usock_close(rm.s));
+    /* That hub wakes its waiter (EBADF), retires the watcher, closes. */
+    for (int i = 0; i < 200 && !__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE);
+         i++) {
+        usleep(10000);
+    }
+    ck_assert_msg(rm.done, "the waiter on the other hub never woke");
+    ck_assert_int_eq(rm.rc, -1);
+    ck_assert_str_eq(test_errname(rm.err), "EBADF");
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    /* The fd is closed, and its number free for reuse. */
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1);
+    ck_assert_ok(usock_close(peer));
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -840,6 +895,7 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, resolver_pool_bounded);
     tcase_add_test(tc, readline_bounded);
     tcase_add_test(tc, read_failure_bounded);
+    tcase_add_test(tc, close_from_other_thread);
 }
 
 static Suite *fault_suite(void)
