@@ -674,6 +674,7 @@ static void fork_prepare(void)
 {
     struct usock_hub *h = usock__tls_hub;
 
+    usock__resolve_fork(0);
     usock__task_ids_lock(1);
     if (h) {
         pthread_mutex_lock(&h->lock);
@@ -688,6 +689,7 @@ static void fork_parent(void)
         pthread_mutex_unlock(&h->lock);
     }
     usock__task_ids_lock(0);
+    usock__resolve_fork(1);
 }
 
 static void fork_child(void)
@@ -698,6 +700,7 @@ static void fork_child(void)
         pthread_mutex_unlock(&h->lock);
     }
     usock__task_ids_lock(0);
+    usock__resolve_fork(2);
     if (!h || h->embedded) {
         return;
     }
@@ -734,9 +737,16 @@ static void fork_child(void)
         return; /* forked from a task: it still runs on h */
     }
     free(h->ids);
+    h->ids = NULL;
     usock__heap_free(&h->timers);
-    pthread_mutex_destroy(&h->lock);
-    free(h);
+    /* Sockets of the child may still name h: it stays, as a dead hub,
+     * until the last of them is closed (usock__hub_release). */
+    h->has_reactor = 0;
+    h->dead = 2;
+    if (h->jobs == 0) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    }
 }
 
 static int key_err; /* pthread_key_create's error, once */
@@ -867,6 +877,25 @@ static int hub_put(struct usock_hub *h, void (*fn)(void *), void *arg,
 int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
 {
     return hub_put(h, fn, arg, 0);
+}
+
+void usock__hub_hold(struct usock_hub *h)
+{
+    usock__hub_job_start(h);
+}
+
+void usock__hub_release(struct usock_hub *h)
+{
+    int last;
+
+    pthread_mutex_lock(&h->lock);
+    h->jobs--;
+    last = h->dead == 2 && h->jobs == 0;
+    pthread_mutex_unlock(&h->lock);
+    if (last) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    }
 }
 
 void usock__hub_job_start(struct usock_hub *h)

@@ -180,6 +180,10 @@ USOCK__HIDDEN void usock__hub_job_cancel(struct usock_hub *h);
  * ready then (they come back here when they block), and hand the reactor
  * the watches they set. */
 USOCK__HIDDEN void usock__hub_drive(struct usock_hub *h);
+/* Sockets whose watcher is registered on h (usock.hub) hold it, so h
+ * stays allocated after its thread exits until the last is closed. */
+USOCK__HIDDEN void usock__hub_hold(struct usock_hub *h);
+USOCK__HIDDEN void usock__hub_release(struct usock_hub *h);
 
 /* The task with this id on hub h, or NULL. */
 USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
@@ -201,6 +205,9 @@ USOCK__HIDDEN void usock__task_free(struct usock__task *t);
 /* A fresh task id of hub h (unique process-wide, > 0), or -1 with errno
  * ENOMEM or EAGAIN (every id was issued). */
 USOCK__HIDDEN int usock__task_id(struct usock_hub *h);
+/* The resolver's pool around fork: 0 before (lock), 1 in the parent
+ * after (unlock), 2 in the child (no workers, empty queue). */
+USOCK__HIDDEN void usock__resolve_fork(int phase);
 /* Take (1) or release (0) the lock of the id table: around fork. */
 USOCK__HIDDEN void usock__task_ids_lock(int lock);
 /* Who issued id: 1 hub h, -1 another hub, 0 nobody (never issued). */

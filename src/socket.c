@@ -120,14 +120,12 @@ usock_t *usock_socket(int family, int type, int proto)
  * forget the fd, then close(2) — ignoring EINTR, after which the fd is gone
  * on Linux anyway.
  */
-int usock_close(usock_t *s)
+/* Wake s's waiters, make its hub's reactor forget the fd, close it. */
+static int close_here(struct usock *s)
 {
-    struct usock_hub *h = usock__tls_hub;
+    struct usock_hub *h = s->hub;
 
-    if (!s) {
-        return usock__fail(EINVAL);
-    }
-    if (s->hub && s->hub == h) {
+    if (h && h == usock__tls_hub && h->has_reactor) {
         if (s->rwait) {
             usock__wake(s->rwait, EBADF);
         }
@@ -143,10 +141,40 @@ int usock_close(usock_t *s)
     int e = errno;
     free(s->rb.buf);
     free(s);
+    if (h) {
+        usock__hub_release(h);
+    }
     if (r < 0 && e != EINTR) {
         return usock__fail(e);
     }
     return 0;
+}
+
+/* On the thread of the hub s was last used on (or as that hub is being
+ * freed, when its reactor is gone already). */
+static void close_remote(void *arg)
+{
+    close_here(arg);
+}
+
+int usock_close(usock_t *s)
+{
+    if (!s) {
+        return usock__fail(EINVAL);
+    }
+    if (s->hub && s->hub != usock__tls_hub) {
+        /* Last used on another thread's hub (DESIGN "Lifetimes across
+         * threads"): that hub retires the watcher and wakes a waiter
+         * there, then closes the fd, so the fd number cannot be reused
+         * before.  A hub whose thread has exited has no reactor left. */
+        if (usock__hub_send(s->hub, close_remote, s) == 0) {
+            return 0;
+        }
+        if (errno != ESHUTDOWN) {
+            return -1; /* ENOMEM: s is untouched */
+        }
+    }
+    return close_here(s);
 }
 
 int usock_fileno(const usock_t *s)

@@ -87,6 +87,10 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
     if (s->hub != h) {
         /* First wait on this hub (or the socket moved between threads):
          * the old hub's watcher is idle, since nobody waits there. */
+        if (s->hub) {
+            usock__hub_release(s->hub);
+        }
+        usock__hub_hold(h);
         s->hub = h;
         s->io.cb = sock_ready;
         s->io.hot = &s->rwait;

@@ -9,6 +9,7 @@
 #include <check.h>
 #include <dirent.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <limits.h>
 #include <poll.h>
 #include <pthread.h>
@@ -708,6 +709,177 @@ START_TEST(max_tasks)
 }
 END_TEST
 
+/* ---- name lookups: a bounded pool of workers, the rest queued ---------- */
+
+extern void (*usock__resolve_hook)(const char *host);
+static int in_lookup, most_in_lookup;
+
+static void counting_hook(const char *host)
+{
+    (void)host;
+    int n = __atomic_add_fetch(&in_lookup, 1, __ATOMIC_SEQ_CST);
+    int m = __atomic_load_n(&most_in_lookup, __ATOMIC_SEQ_CST);
+    while (n > m && !__atomic_compare_exchange_n(&most_in_lookup, &m, n, 0,
+                                                 __ATOMIC_SEQ_CST,
+                                                 __ATOMIC_SEQ_CST)) {
+    }
+    struct timespec ts = {0, 200000000};
+    nanosleep(&ts, NULL);
+    __atomic_sub_fetch(&in_lookup, 1, __ATOMIC_SEQ_CST);
+}
+
+struct lookup {
+    int rc, done;
+};
+
+static void lookup_task(void *arg)
+{
+    struct lookup *l = arg;
+    usock_addrinfo_t *res = NULL;
+
+    l->rc = usock_getaddrinfo("localhost", 80, AF_INET, SOCK_STREAM, 0, &res);
+    usock_freeaddrinfo(res);
+    l->done = 1;
+}
+
+START_TEST(resolver_pool_bounded)
+{
+    enum { N = 48 };
+    static struct lookup l[N];
+
+    usock__resolve_hook = counting_hook;
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_gt(usock_spawn(lookup_task, &l[i]), 0);
+    }
+    ck_assert_ok(usock_run());
+    usock__resolve_hook = NULL;
+    for (int i = 0; i < N; i++) {
+        ck_assert(l[i].done);
+        ck_assert_int_eq(l[i].rc, 0);
+    }
+    ck_assert_msg(most_in_lookup <= 16, "%d lookups ran at once",
+                  most_in_lookup);
+    ck_assert_int_gt(most_in_lookup, 1);
+}
+END_TEST
+
+/* ---- the read buffer has a fixed bound (S01, S04) ---------------------- */
+
+#define RB_BOUND 65536
+
+START_TEST(readline_bounded)
+{
+    enum { TOTAL = 200000 };
+    static char out[TOTAL], in[1 << 20];
+    usock_t *a, *b;
+    size_t got = 0;
+
+    memset(out, 'a', sizeof out);
+    ck_assert_ok(test_pair(&a, &b));
+    test_send_after(b, 0.0, out, TOTAL);
+    test_send_after(b, 0.05, NULL, 0); /* then end of stream */
+    /* No newline in 200 kB: each call returns a full piece of the bound
+     * (n - 1 is larger), the socket's own buffer never holds more. */
+    for (;;) {
+        ssize_t r = usock_readline(a, in, sizeof in);
+        ck_assert_int_ge(r, 0);
+        ck_assert_msg(a->rb.cap <= RB_BOUND, "read buffer of %zu bytes",
+                      a->rb.cap);
+        if (r == 0) {
+            break;
+        }
+        ck_assert_ptr_null(memchr(in, '\n', (size_t)r));
+        ck_assert_int_eq((size_t)r, TOTAL - got < RB_BOUND ? TOTAL - got
+                                                           : RB_BOUND);
+        got += (size_t)r;
+    }
+    ck_assert_uint_eq(got, TOTAL);
+    /* A buffer smaller than the bound still gets n - 1 bytes. */
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+START_TEST(read_failure_bounded)
+{
+    enum { SENT = 100000 };
+    static char out[SENT], in[2 * SENT];
+    usock_t *a, *b;
+
+    memset(out, 'b', sizeof out);
+    ck_assert_ok(test_pair(&a, &b));
+    test_send_after(b, 0.0, out, SENT);
+    ck_assert_ok(usock_settimeout(a, 0.3));
+    /* More than the bound arrived, then the timeout: a short count with
+     * errno set, nothing kept in (or lost from) the socket's buffer. */
+    errno = 0;
+    ck_assert_int_eq(usock_read(a, in, sizeof in), SENT);
+    ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+    ck_assert_uint_le(a->rb.cap, RB_BOUND);
+    ck_assert_uint_eq(a->rb.len, 0);
+    /* Less than the bound: -1, and the bytes stay for the next call. */
+    ck_assert_count(usock_send(b, "xyz", 3), 3);
+    ck_assert_errno(usock_read(a, in, 10), ETIMEDOUT);
+    ck_assert_count(usock_recv(a, in, 10), 3);
+    ck_assert_int_eq(memcmp(in, "xyz", 3), 0);
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+/* ---- close of a socket last used on another thread's hub --------------- */
+
+struct remote {
+    usock_t *s;
+    ssize_t rc;
+    int err, done, fds_after;
+};
+
+static void remote_recv(void *arg)
+{
+    struct remote *rm = arg;
+    char c;
+
+    errno = 0;
+    rm->rc = usock_recv(rm->s, &c, 1);
+    rm->err = errno;
+    __atomic_store_n(&rm->done, 1, __ATOMIC_RELEASE);
+}
+
+static void *remote_thread(void *arg)
+{
+    struct remote *rm = arg;
+
+    usock_spawn(remote_recv, rm);
+    usock_run();
+    return NULL;
+}
+
+START_TEST(close_from_other_thread)
+{
+    struct remote rm = {.rc = -2};
+    usock_t *peer;
+    pthread_t th;
+
+    ck_assert_ok(test_pair(&rm.s, &peer));
+    int fd = usock_fileno(rm.s);
+    ck_assert_int_eq(pthread_create(&th, NULL, remote_thread, &rm), 0);
+    usleep(50000); /* the other thread's task waits in recv */
+    ck_assert(!__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE));
+    ck_assert_ok(usock_close(rm.s));
+    /* That hub wakes its waiter (EBADF), retires the watcher, closes. */
+    for (int i = 0; i < 200 && !__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE);
+         i++) {
+        usleep(10000);
+    }
+    ck_assert_msg(rm.done, "the waiter on the other hub never woke");
+    ck_assert_int_eq(rm.rc, -1);
+    ck_assert_str_eq(test_errname(rm.err), "EBADF");
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    /* The fd is closed, and its number free for reuse. */
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1);
+    ck_assert_ok(usock_close(peer));
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -720,6 +892,10 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, unix_connect_full_backlog);
     tcase_add_test(tc, fork_both_work);
     tcase_add_test(tc, max_tasks);
+    tcase_add_test(tc, resolver_pool_bounded);
+    tcase_add_test(tc, readline_bounded);
+    tcase_add_test(tc, read_failure_bounded);
+    tcase_add_test(tc, close_from_other_thread);
 }
 
 static Suite *fault_suite(void)
