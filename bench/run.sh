@@ -329,3 +329,4 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
         err[s, k] + err[s, b])
     print out
 }' "$REC"
+sh "$(dirname "$0")/tls.sh" "$B" # TLS: handshakes/s, bulk MB/s, memory per idle connection
