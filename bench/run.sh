@@ -431,3 +431,4 @@ fi
 # Channels: items/s beside Go's channels (bench/chan.sh).
 echo "channels ..." >&2
 sh "$(dirname "$0")/chan.sh" "$B" "$QUICK"
+sh "$(dirname "$0")/tls.sh" "$B" # TLS: handshakes/s, bulk MB/s, memory per idle connection

@@ -458,6 +458,11 @@ USOCK_EXTERN const char *usock_tls_peer_subject(const usock_t *s);
  * completed. */
 USOCK_EXTERN const char *usock_tls_version(const usock_t *s);
 
+/* 1 when the handshake resumed a session (a client configuration offers the
+ * last session it got from the same server name and port), 0 when it was a
+ * full handshake.  Errors: EINVAL (NULL, not wrapped), ENOTSUP. */
+USOCK_EXTERN int usock_tls_session_reused(const usock_t *s);
+
 #ifdef __cplusplus
 }
 #endif

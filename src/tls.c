@@ -44,6 +44,8 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#define SESSION_CACHE 16
+
 struct usock_tls {
     SSL_CTX *ctx;
     int side;
@@ -51,6 +53,15 @@ struct usock_tls {
     atomic_int refs;          /* the handle's own, plus one per socket */
     unsigned char *alpn;      /* wire format: length-prefixed names */
     size_t alpn_len;
+    /* Client session cache: the last session per server name and port,
+     * offered again by the next wrap to the same server.  Guarded by
+     * lock: a configuration may be shared by many threads. */
+    pthread_mutex_t lock;
+    struct {
+        char key[280];        /* "name port" */
+        SSL_SESSION *sess;
+    } cache[SESSION_CACHE];
+    unsigned next;            /* the slot to reuse when none matches */
 };
 
 struct usock__tls {
@@ -67,6 +78,7 @@ struct usock__tls {
     unsigned char eof;        /* close_notify received: reads return 0 */
     unsigned char shut;       /* our close_notify is out */
     char *subject;            /* peer subject, made on first ask */
+    char key[280];            /* client: the session cache key, or "" */
     char alpn[256];
     char err[256];            /* text of the last failure, or "" */
 };
@@ -200,8 +212,11 @@ static int flush_out(struct usock *s)
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             return 1;
         }
-        t->fatal = errno;
-        snprintf(t->err, sizeof(t->err), "%s", strerror(errno));
+        if (!t->fatal) {
+            t->fatal = errno;
+            snprintf(t->err, sizeof(t->err), "%s", strerror(errno));
+        }
+        errno = t->fatal;
         return -1;
     }
     free(t->out.buf);
@@ -250,6 +265,10 @@ static void bio_setup(void)
 static void cfg_unref(struct usock_tls *c)
 {
     if (atomic_fetch_sub(&c->refs, 1) == 1) {
+        for (int i = 0; i < SESSION_CACHE; i++) {
+            SSL_SESSION_free(c->cache[i].sess);
+        }
+        pthread_mutex_destroy(&c->lock);
         SSL_CTX_free(c->ctx);
         free(c->alpn);
         free(c);
@@ -271,6 +290,46 @@ static void apply_verify(struct usock_tls *c)
         }
     }
     SSL_CTX_set_verify(c->ctx, mode, NULL);
+}
+
+/* A client got a session (TLS 1.3: a ticket, after the handshake): keep it
+ * for the next wrap to the same server.  1: we took the reference. */
+static int new_session(SSL *ssl, SSL_SESSION *sess)
+{
+    struct usock_tls *c = SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl));
+    struct usock__tls *t = SSL_get_app_data(ssl);
+    int i, slot = -1;
+
+    if (!c || !t || !t->key[0] || !SSL_SESSION_is_resumable(sess)) {
+        return 0;
+    }
+    pthread_mutex_lock(&c->lock);
+    for (i = 0; i < SESSION_CACHE && slot < 0; i++) {
+        if (strcmp(c->cache[i].key, t->key) == 0) {
+            slot = i;
+        }
+    }
+    if (slot < 0) {
+        slot = (int)(c->next++ % SESSION_CACHE);
+        snprintf(c->cache[slot].key, sizeof(c->cache[slot].key), "%s", t->key);
+    }
+    SSL_SESSION_free(c->cache[slot].sess);
+    c->cache[slot].sess = sess;
+    pthread_mutex_unlock(&c->lock);
+    return 1;
+}
+
+/* Offer the cached session for t->key, if any. */
+static void offer_session(struct usock_tls *c, struct usock__tls *t)
+{
+    pthread_mutex_lock(&c->lock);
+    for (int i = 0; i < SESSION_CACHE; i++) {
+        if (c->cache[i].sess && strcmp(c->cache[i].key, t->key) == 0) {
+            SSL_set_session(t->ssl, c->cache[i].sess);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&c->lock);
 }
 
 usock_tls_t *usock_tls_new(int side)
@@ -297,6 +356,8 @@ usock_tls_t *usock_tls_new(int side)
     }
     c->side = side;
     atomic_init(&c->refs, 1);
+    pthread_mutex_init(&c->lock, NULL);
+    SSL_CTX_set_app_data(c->ctx, c);
     SSL_CTX_set_min_proto_version(c->ctx, TLS1_2_VERSION);
     SSL_CTX_set_mode(c->ctx, SSL_MODE_ENABLE_PARTIAL_WRITE |
                                  SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
@@ -305,6 +366,9 @@ usock_tls_t *usock_tls_new(int side)
         c->verify = USOCK_CERT_REQUIRED;
         /* No trust store installed is not an error: usock_tls_load_ca. */
         SSL_CTX_set_default_verify_paths(c->ctx);
+        SSL_CTX_set_session_cache_mode(c->ctx, SSL_SESS_CACHE_CLIENT |
+                                                   SSL_SESS_CACHE_NO_INTERNAL);
+        SSL_CTX_sess_set_new_cb(c->ctx, new_session);
     } else {
         c->verify = USOCK_CERT_NONE;
         /* Clients may not renegotiate (a cheap way to load a server). */
@@ -550,6 +614,25 @@ static void poke_other(struct usock *s, int slot)
     }
 }
 
+/* SSL_write took `got` bytes but the kernel has not taken all of their
+ * record: send the rest before returning, as a plain send leaves its bytes
+ * with the kernel.  If the deadline (or a cancel) comes first, the count
+ * stands: the rest goes out first on the next call on s. */
+static ssize_t write_done(struct usock *s, size_t got, int64_t *dl)
+{
+    struct usock__tls *t = s->tls;
+
+    while (t->out.len) {
+        if (flush_out(s) < 0) {
+            return -1; /* the connection broke: the bytes are lost */
+        }
+        if (t->out.len && usock__wait_for(s, USOCK__OUT, USOCK__OUT, dl) < 0) {
+            return errno == EBADF ? -1 : (ssize_t)got;
+        }
+    }
+    return (ssize_t)got;
+}
+
 /* Do op until it succeeds or fails, waiting in the direction OpenSSL asks
  * for, in the slot of the caller's own direction.  Writes, shutdown and the
  * handshake first send what t->out holds (and shutdown waits until its
@@ -623,8 +706,10 @@ static ssize_t tls_run(struct usock *s, int op, void *buf, size_t n,
             break;
         }
         ERR_clear_error();
-        if (!t->fatal && t->out.len) {
-            flush_out(s); /* one try; the loop or the next call goes on */
+        if (t->out.len) {
+            /* One try; the loop or the next call goes on.  After a fatal
+             * error this is the alert going out, if the socket has room. */
+            flush_out(s);
         }
         if (t->nread != before || t->fatal || t->eof) {
             poke_other(s, slot);
@@ -635,6 +720,9 @@ static ssize_t tls_run(struct usock *s, int op, void *buf, size_t n,
         if (op == OP_SHUTDOWN && dir == 0) {
             called = 1;
             continue; /* until t->out is empty */
+        }
+        if (dir == 0 && op == OP_WRITE && t->out.len) {
+            return write_done(s, got, dl);
         }
         if (dir == 0) {
             return (ssize_t)got;
@@ -815,8 +903,15 @@ int usock_tls_wrap(usock_t *s, usock_tls_t *cfg, const char *server_hostname)
     }
     BIO_set_data(b, s);
     SSL_set_bio(t->ssl, b, b);
+    SSL_set_app_data(t->ssl, t);
     if (cfg->side == USOCK_TLS_CLIENT) {
         SSL_set_connect_state(t->ssl);
+        if (server_hostname && strlen(server_hostname) < 256) {
+            /* Resume only with the same name and verification. */
+            snprintf(t->key, sizeof(t->key), "%s %d %d", server_hostname,
+                     usock_addr_port(&peer), cfg->verify);
+            offer_session(cfg, t);
+        }
         if (server_hostname) {
             int ok = 1, ip = is_ip(server_hostname);
             if (!ip) {
@@ -955,6 +1050,14 @@ const char *usock_tls_version(const usock_t *s)
     return t && t->done ? SSL_get_version(t->ssl) : NULL;
 }
 
+int usock_tls_session_reused(const usock_t *s)
+{
+    if (!s || !s->tls || !s->tls->done) {
+        return usock__fail(EINVAL);
+    }
+    return SSL_session_reused(s->tls->ssl) ? 1 : 0;
+}
+
 #else /* !HAVE_OPENSSL: every call fails with ENOTSUP */
 
 usock_tls_t *usock_tls_new(int side)
@@ -1033,6 +1136,12 @@ const char *usock_tls_version(const usock_t *s)
 {
     (void)s;
     return NULL;
+}
+
+int usock_tls_session_reused(const usock_t *s)
+{
+    (void)s;
+    return usock__fail(ENOTSUP);
 }
 
 /* Never reached: no socket has s->tls without OpenSSL. */

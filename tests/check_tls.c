@@ -49,6 +49,7 @@ struct peer {
     char buf[65536]; /* the last output, NUL-terminated */
     size_t len;
     size_t total;    /* bytes of output ever */
+    int updates;     /* s_server's "SSL_do_handshake -> 1" lines seen */
 };
 
 static void peer_start(struct peer *p, char *const argv[])
@@ -90,6 +91,14 @@ static int peer_drain(struct peer *p)
         }
         ssize_t r = read(p->out, p->buf + p->len, sizeof(p->buf) - 1 - p->len);
         if (r > 0) {
+            static const char hs[] = "SSL_do_handshake -> 1";
+            char *q = p->buf + p->len;
+            p->buf[p->len + (size_t)r] = '\0';
+            while ((q = memmem(q, (size_t)(p->buf + p->len + r - q), hs,
+                               sizeof hs - 1)) != NULL) {
+                p->updates++;
+                q += sizeof hs - 1;
+            }
             p->len += (size_t)r;
             p->total += (size_t)r;
             p->buf[p->len] = '\0';
@@ -144,6 +153,9 @@ static int s_server(struct peer *p, const char *certname, const char *keyname,
     char *argv[32];
     int n = 0, port = 0;
 
+    /* Unbuffered, so its reports (KeyUpdate, renegotiation) come at once. */
+    argv[n++] = "stdbuf";
+    argv[n++] = "-o0";
     argv[n++] = "openssl";
     argv[n++] = "s_server";
     argv[n++] = "-accept";
@@ -937,10 +949,10 @@ START_TEST(keyupdate_idle_read)
     test_spawn_op(&op);
     usock_sleep(0.1);
     /* What comes after the KeyUpdate is under the new keys: reading it
-     * proves we took the update (s_server's own report sits in its stdio
-     * buffer). */
+     * proves we took the update. */
     peer_say(&p, "K\n");
-    usock_sleep(0.2);
+    ck_assert_msg(peer_expect(&p, "SSL_do_handshake -> 1", 5), "%s", p.buf);
+    usock_sleep(0.1);
     peer_say(&p, "after update\n");
     test_wait_op(&op, 5);
     ck_assert_int_eq(op.rc, 13);
@@ -984,6 +996,7 @@ START_TEST(keyupdate_large_write)
         usock_sleep(0.005);
     }
     ck_assert_msg(op.done && op.rc == 0, "sendall: %s", strerror(op.err));
+    ck_assert_int_ge(p.updates, 1); /* s_server sent KeyUpdates meanwhile */
     while (p.total < n && usock_now() < end) {
         peer_drain(&p);
         usock_sleep(0.005);
@@ -1368,7 +1381,9 @@ START_TEST(full_duplex_keyupdate)
         peer_drain(&p);
         usock_sleep(0.005);
     }
-    ck_assert_msg(w.done && w.rc == 0, "sendall: %s %s", strerror(w.err), usock_tls_error(s));
+    ck_assert_msg(w.done && w.rc == 0, "sendall: %s %s", strerror(w.err),
+                  usock_tls_error(s));
+    ck_assert_int_ge(p.updates, 1);
     peer_say(&p, "to the reader\n");
     test_wait_op(&r, 5);
     ck_assert_str_eq(r.buf, "to the reader\n");
@@ -1647,6 +1662,72 @@ START_TEST(thousand_clients)
 }
 END_TEST
 
+/* One client and one server configuration, a connection wrapped with
+ * host; the server sends a byte, so the client takes the tickets in. */
+static usock_t *connect_with(usock_tls_t *ct, usock_tls_t *st, const char *host)
+{
+    usock_t *c, *s;
+    struct hs h;
+    char b;
+
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(c, 5));
+    ck_assert_ok(usock_settimeout(s, 5));
+    h = (struct hs){.s = s, .t = st};
+    usock_spawn(hs_task, &h);
+    ck_assert_ok(usock_tls_wrap(c, ct, host));
+    wait_flag(&h.done, 5);
+    ck_assert_int_eq(h.rc, 0);
+    ck_assert_ok(usock_sendall(s, "x", 1));
+    ck_assert_count(usock_recv(c, &b, 1), 1);
+    ck_assert_int_eq(usock_tls_session_reused(s), usock_tls_session_reused(c));
+    return c;
+}
+
+START_TEST(session_per_server)
+{
+    usock_tls_t *ct = client_cfg(), *st = server_cfg("server");
+    usock_t *c;
+
+    /* The cache is keyed by name and port, and every test_pair listens on
+     * a new port: full handshakes (session_resumption_s_server reuses). */
+    c = connect_with(ct, st, "localhost");
+    ck_assert_int_eq(usock_tls_session_reused(c), 0);
+    c = connect_with(ct, st, "localhost");
+    ck_assert_int_eq(usock_tls_session_reused(c), 0);
+    ck_assert_errno(usock_tls_session_reused(NULL), EINVAL);
+    usock_tls_free(ct);
+    usock_tls_free(st);
+}
+END_TEST
+
+START_TEST(session_resumption_s_server)
+{
+    struct peer p;
+    int port = s_server(&p, "server.pem", "server.key", NULL);
+    usock_tls_t *t = client_cfg();
+    char b[8];
+
+    for (int i = 0; i < 3; i++) {
+        usock_t *s = connect_port(port);
+        ck_assert_ok(usock_tls_wrap(s, t, i == 2 ? "127.0.0.1" : "localhost"));
+        /* i 1: the session of i 0 (same name and port); i 2: another name,
+         * a full handshake. */
+        ck_assert_int_eq(usock_tls_session_reused(s), i == 1);
+        ck_assert_ok(usock_sendall(s, "hi\n", 3));
+        ck_assert(peer_expect(&p, "hi", 5));
+        peer_say(&p, "yo\n");
+        ck_assert_count(usock_readline(s, b, sizeof b), 3); /* tickets too */
+        ck_assert_ok(usock_shutdown(s, SHUT_WR));
+        usock_close(s);
+        p.len = 0;
+        p.buf[0] = '\0';
+    }
+    usock_tls_free(t);
+    peer_stop(&p);
+}
+END_TEST
+
 /* A configuration freed while sockets use it: they keep working. */
 START_TEST(free_while_in_use)
 {
@@ -1702,6 +1783,8 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, https_get_example);
     tcase_add_test(tc, tls_echo_server_example);
     tcase_add_test(tc, free_while_in_use);
+    tcase_add_test(tc, session_per_server);
+    tcase_add_test(tc, session_resumption_s_server);
 }
 
 static void add_scale(TCase *tc)
