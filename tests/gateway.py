@@ -418,8 +418,28 @@ def test_overflow_and_term_without_broker():
     holder.close()
 
 
+def test_cli():
+    r = subprocess.run([GATEWAY, "--help"], capture_output=True, text=True,
+                       timeout=10)
+    ok("--help documents every option and the stats line",
+       r.returncode == 0 and all(o in r.stdout for o in (
+           "--udp", "--broker", "--topic", "--queue", "--client-id",
+           "--tls", "--ca", "--stats", "-q",
+           "gateway: up=N down=N queued=N dropped=N reconnects=N")))
+    r = subprocess.run([GATEWAY, "--udp", "127.0.0.1:%d" %
+                        free_port(socket.SOCK_DGRAM), "--broker",
+                        "127.0.0.1:1883", "--tls", "--ca", "/nonexistent"],
+                       capture_output=True, text=True, timeout=10)
+    ok("--tls --ca FILE reports that TLS is not built",
+       r.returncode != 0 and "TLS is not built" in r.stderr, r.stderr)
+    r = subprocess.run([GATEWAY, "--udp", "127.0.0.1:1"], capture_output=True,
+                       text=True, timeout=10)
+    ok("a missing --broker is a usage error", r.returncode == 2)
+
+
 def main():
     try:
+        test_cli()
         test_up_down_term()
         test_restart()
         test_overflow_and_term_without_broker()
