@@ -501,13 +501,13 @@ static void destroy(struct usock__reactor *r)
     ev_prepare_stop(s->loop, &s->prep);
     ref_stopping(s);
     ev_async_stop(s->loop, &s->wake);
-    if (!s->foreign) {
-        ev_loop_destroy(s->loop);
-    }
     if (s->outer >= 0) {
         ev_fork_stop(s->loop, &s->reborn);
         close(s->outer);
         close(s->kick);
+    }
+    if (!s->foreign) {
+        ev_loop_destroy(s->loop);
     }
     free(s);
     r->impl = NULL;

@@ -26,6 +26,8 @@
 #define NECHO 100
 #define NLINES 20
 
+#ifdef HAVE_LIBEV
+
 /* Is fd readable within ms milliseconds? */
 static int readable(int fd, int ms)
 {
@@ -36,8 +38,6 @@ static int readable(int fd, int ms)
     }
     return r > 0 && (p.revents & POLLIN);
 }
-
-#ifdef HAVE_LIBEV
 
 /* ---- the daemon: a poll(2) loop with its own pipe and timer ------------- */
 

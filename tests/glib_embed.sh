@@ -1,7 +1,8 @@
 #!/bin/sh
 # glib_embed.sh: examples/glib_embed (usocket tasks inside a GMainLoop,
 # driven through usock_hub_fd/usock_hub_timeout/usock_hub_run_nowait)
-# serves an nc client and 20 concurrent CPython clients, the glib timer
+# serves an nc client and 100 concurrent CPython clients (100 echo tasks
+# at once), the glib timer
 # keeps ticking meanwhile, and SIGTERM shuts it down gracefully (exit 0
 # with its stats line).
 #
@@ -56,7 +57,7 @@ ok "glib_embed listens"
 got=$(printf 'hello glib\n' | timeout 10 nc -N 127.0.0.1 "$port")
 if [ "$got" = "hello glib" ]; then ok "nc echo"; else not_ok "nc echo: got '$got'"; fi
 
-# 20 clients at once, 50 round trips each, 10 ms apart: about a second of
+# 100 clients at once, 50 round trips each, 10 ms apart: about a second of
 # traffic during which the glib timer must keep ticking.
 if timeout 30 python3 - "$port" <<'PY'
 import socket, sys, threading
@@ -77,12 +78,12 @@ def client(i):
         s.close()
     except OSError as e:
         bad.append((i, e))
-ts = [threading.Thread(target=client, args=(i,)) for i in range(20)]
+ts = [threading.Thread(target=client, args=(i,)) for i in range(100)]
 for t in ts: t.start()
 for t in ts: t.join()
 sys.exit(1 if bad else 0)
 PY
-then ok "20 CPython clients echo"; else not_ok "20 CPython clients echo"; fi
+then ok "100 CPython clients echo"; else not_ok "100 CPython clients echo"; fi
 
 kill -TERM "$pid"
 t0=$(date +%s.%N)
@@ -105,8 +106,8 @@ m = re.match(r"glib_embed: connections=(\d+) ticks=(\d+) uptime=([\d.]+) max_tic
 if not m:
     sys.exit("no stats line")
 conns, ticks, up, late = int(m[1]), int(m[2]), float(m[3]), float(m[4])
-if conns != 22:
-    sys.exit("connections=%d, expected 22" % conns)
+if conns != 102:
+    sys.exit("connections=%d, expected 102" % conns)
 # A 100 ms glib timer over `up` seconds: most ticks came, none very late.
 if ticks < 0.7 * up / 0.1 - 2:
     sys.exit("ticks=%d in %.3f s" % (ticks, up))
