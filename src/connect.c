@@ -16,6 +16,9 @@ static int check_addr(const struct usock *s, const usock_addr_t *a)
     if (!s || !a || a->len == 0 || a->len > sizeof(a->u)) {
         return usock__fail(EINVAL);
     }
+    if (usock__closed(s)) {
+        return -1;
+    }
     if (a->u.sa.sa_family != s->family) {
         return usock__fail(EAFNOSUPPORT);
     }
@@ -34,6 +37,9 @@ int usock_listen(usock_t *s, int backlog)
 {
     if (!s) {
         return usock__fail(EINVAL);
+    }
+    if (usock__closed(s)) {
+        return -1;
     }
     if (s->type != SOCK_STREAM) {
         return usock__fail(EOPNOTSUPP);
@@ -75,8 +81,8 @@ usock_t *usock_accept(usock_t *s, usock_addr_t *peer)
     int64_t backoff = 1000000; /* 1 ms, doubling up to 100 ms */
     usock_addr_t from;
 
-    if (!s) {
-        errno = EINVAL;
+    if (!s || usock__closed(s)) {
+        errno = s ? EBADF : EINVAL;
         return NULL;
     }
     if (s->type != SOCK_STREAM) {

@@ -132,6 +132,25 @@ static inline int usock__has_input(const struct usock *s)
 {
     return s->rb.len || (s->tls && usock__tls_pending(s));
 }
+/*
+ * Debug builds (--enable-debug, NDEBUG unset): usock_close poisons the
+ * object instead of freeing it (type USOCK__CLOSED, fd -1; the memory is
+ * kept for good), and the calls given a closed socket fail with EBADF and
+ * a message on stderr, instead of a double free or a use after free.  A
+ * debugging aid, not a contract.  usock__closed(s) is that check: 1 (errno
+ * EBADF, message printed) for a poisoned socket; always 0 in release
+ * builds.
+ */
+#define USOCK__CLOSED (-0x5eed)
+#ifdef NDEBUG
+static inline int usock__closed(const struct usock *s)
+{
+    (void)s;
+    return 0;
+}
+#else
+USOCK__HIDDEN int usock__closed(const struct usock *s);
+#endif
 
 /* Fail with errno e: returns -1. */
 static inline int usock__fail(int e)

@@ -138,6 +138,9 @@ FILE *usock_makefile(usock_t *s, const char *mode)
     struct cookie *c;
     FILE *f;
 
+    if (s && usock__closed(s)) {
+        return NULL;
+    }
     if (!s || !mode ||
         (strcmp(mode, "rb") != 0 && strcmp(mode, "wb") != 0 &&
          strcmp(mode, "r+b") != 0 && strcmp(mode, "rb+") != 0)) {

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -42,7 +43,34 @@ int usock__check_io(const struct usock *s, const void *buf, size_t n)
     if (!s || (!buf && n) || n > SSIZE_MAX) {
         return usock__fail(EINVAL);
     }
+    return usock__closed(s) ? -1 : 0;
+}
+
+#ifndef NDEBUG
+int usock__closed(const struct usock *s)
+{
+    if (s && s->type == USOCK__CLOSED) {
+        fprintf(stderr, "usocket: socket %p used after usock_close "
+                        "(debug build)\n", (const void *)s);
+        errno = EBADF;
+        return 1;
+    }
     return 0;
+}
+#endif
+
+/* Release s at close: free it, or poison it in debug builds. */
+static void release(struct usock *s)
+{
+    free(s->rb.buf);
+#ifdef NDEBUG
+    free(s);
+#else
+    *s = (struct usock){0};
+    s->fd = -1;
+    s->io.fd = -1;
+    s->type = USOCK__CLOSED;
+#endif
 }
 
 struct usock *usock__wrap(int fd, int family, int type, int proto)
@@ -139,8 +167,7 @@ static int close_here(struct usock *s)
     }
     int r = close(s->fd);
     int e = errno;
-    free(s->rb.buf);
-    free(s);
+    release(s);
     if (h) {
         usock__hub_release(h);
     }
@@ -162,6 +189,9 @@ int usock_close(usock_t *s)
     if (!s) {
         return usock__fail(EINVAL);
     }
+    if (usock__closed(s)) {
+        return -1;
+    }
     if (s->hub && s->hub != usock__tls_hub) {
         /* Last used on another thread's hub (DESIGN "Lifetimes across
          * threads"): that hub retires the watcher and wakes a waiter
@@ -182,6 +212,9 @@ int usock_fileno(const usock_t *s)
     if (!s) {
         return usock__fail(EINVAL);
     }
+    if (usock__closed(s)) {
+        return -1;
+    }
     return s->fd;
 }
 
@@ -189,6 +222,9 @@ int usock_shutdown(usock_t *s, int how)
 {
     if (!s || (how != SHUT_RD && how != SHUT_WR && how != SHUT_RDWR)) {
         return usock__fail(EINVAL);
+    }
+    if (usock__closed(s)) {
+        return -1;
     }
     if (s->tls && how != SHUT_RD && usock__tls_shutdown(s) < 0) {
         return -1;

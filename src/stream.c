@@ -190,7 +190,10 @@ ssize_t usock_readline(usock_t *s, char *buf, size_t n)
     size_t max, k, scanned = 0;
 
 
-    if (usock__check_io(s, buf, n) < 0 || n < 2) {
+    if (usock__check_io(s, buf, n) < 0) {
+        return -1;
+    }
+    if (n < 2) {
         return usock__fail(EINVAL); /* n 1 would hold no byte of the line */
     }
     if (usock__cancelled()) {

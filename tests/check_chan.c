@@ -1130,6 +1130,12 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, cross_hub_wake_latency);
     tcase_add_test(tc, timeout_races_handoff);
     tcase_add_test(tc, broadcast_across_hubs);
+}
+
+/* Tagged slow (left out of make check-valgrind). */
+static void add_slow_tests(TCase *tc)
+{
+    tcase_set_tags(tc, "slow");
     tcase_add_test(tc, threads_million_items);
 }
 
@@ -1137,7 +1143,8 @@ static Suite *chan_suite(void)
 {
     Suite *s = suite_create("chan");
 
-    add_reactor_tcases(s, "chan", add_tests, 120);
+    add_reactor_tcases(s, "chan", add_tests, 60);
+    add_reactor_tcases(s, "chan_swarm", add_slow_tests, 240);
     return s;
 }
 
