@@ -33,14 +33,16 @@
  * released): most recently freed first, O(1) get and put.  A chunk's slots
  * not yet used are handed out in address order after the free list is
  * empty.  The USOCK__STACK_HOT most recently freed stacks keep their
- * pages; the others have every page but the top one (where the next task
- * record and first frames go) given back with madvise(MADV_DONTNEED), by
- * usock__stack_trim, which put calls at most once a second (madvise costs
- * about a microsecond even on an untouched range, far more than a spawn,
- * so a churn of short tasks must not pay it each time).  Since puts push
- * at the head and trims release from the hot set's end, the list is
- * always released stacks at its tail and untouched-by-trim ones before
- * them, so a trim walks only the latter.  Chunks are unmapped at hub
+ * pages; beyond them, the stacks that have been free since before the
+ * previous trim (a second or more) have every page but the top one (where
+ * the next task record and first frames go) given back with
+ * madvise(MADV_DONTNEED), by usock__stack_trim, which put calls at most
+ * once a second.  madvise costs about a microsecond even on an untouched
+ * range, far more than a spawn, so a churn of short tasks, which keeps
+ * reusing the stacks freed last, must never pay it.  Pops and pushes both
+ * happen at the head, so the list stays in the order of the puts (newest
+ * first), and the released stacks are always its tail: a trim walks only
+ * the stacks before them.  Chunks are unmapped at hub
  * teardown (usock__stack_drain), when all their stacks are free.
  *
  * Everything is per thread (a task's stack is taken and given back on the
@@ -87,6 +89,7 @@ struct usock__slot {
     struct usock__slot *next; /* in the free list */
     struct chunk *chunk;
     unsigned vgid;
+    unsigned epoch;           /* cache.epoch when it was last freed */
     unsigned char released;   /* pages below the top given back */
 };
 
@@ -114,6 +117,7 @@ struct pool {
 struct cache {
     struct pool *pools;       /* the most recently used first */
     unsigned puts;            /* puts since the clock was last looked at */
+    unsigned epoch;           /* trims so far */
     int64_t last_trim;
 };
 
@@ -354,6 +358,7 @@ void usock__stack_put(struct usock__stack *st)
     unpoison(st);
     s->chunk->used--;
     s->released = 0;
+    s->epoch = cache.epoch;
     s->next = p->free;
     p->free = s;
     p->nkept++;
@@ -362,14 +367,15 @@ void usock__stack_put(struct usock__stack *st)
         int64_t now = usock__clock_ns();
 
         if (now - cache.last_trim >= NS_PER_S) {
-            usock__stack_trim();
+            usock__stack_trim(0);
         }
     }
 }
 
-size_t usock__stack_trim(void)
+size_t usock__stack_trim(int all)
 {
     size_t page = usock__page_size(), done = 0;
+    unsigned old = cache.epoch++;
 
     cache.last_trim = usock__clock_ns();
     for (struct pool *p = cache.pools; p; p = p->next) {
@@ -378,6 +384,12 @@ size_t usock__stack_trim(void)
 
         for (; s && i < USOCK__STACK_HOT && !s->released; s = s->next) {
             i++;
+        }
+        /* The list is in the order of the puts, newest first: skip the
+         * stacks freed since the last trim (a churn of short tasks keeps
+         * reusing those; releasing them would only make it fault). */
+        while (!all && s && !s->released && s->epoch == old) {
+            s = s->next;
         }
         for (; s && !s->released; s = s->next) {
             /* Everything but the top page, where the next task's record

@@ -4,9 +4,9 @@
  * usable part; whether the guard pages are protected (PROT_NONE, two kernel
  * mappings per stack) or not (two per chunk) is decided per chunk by
  * $USOCKET_STACK_GUARD (see src/stack.c and usocket(7)).  Freed stacks go
- * back to their size's free list (O(1) get and put); all but the
- * USOCK__STACK_HOT most recently freed have their pages released (except
- * the top one) at most once a second.  Registered with valgrind under
+ * back to their size's free list (O(1) get and put); beyond the
+ * USOCK__STACK_HOT most recently freed, those free for a second or more
+ * have their pages released (all but the top one).  Registered with valgrind under
  * --enable-valgrind.
  *
  *   base                 lo                                   lo + size
@@ -41,9 +41,10 @@ struct usock__stack {
 USOCK__HIDDEN int usock__stack_get(struct usock__stack *st, size_t size);
 /* Give the stack back to this thread's free list of its size. */
 USOCK__HIDDEN void usock__stack_put(struct usock__stack *st);
-/* Release the pages of the free stacks beyond the hot set now (put does
- * it at most once a second).  Returns how many stacks it released. */
-USOCK__HIDDEN size_t usock__stack_trim(void);
+/* Release the pages of the free stacks beyond the hot set that were freed
+ * before the previous trim (all of them beyond the hot set when `all`);
+ * put calls it at most once a second.  Returns how many it released. */
+USOCK__HIDDEN size_t usock__stack_trim(int all);
 /* Unmap every chunk of this thread whose stacks are all free (at hub
  * teardown). */
 USOCK__HIDDEN void usock__stack_drain(void);

@@ -614,7 +614,7 @@ START_TEST(test_trim)
         usock__stack_put(&st[i]);
     }
     /* put may have trimmed part of them already (at most once a second). */
-    ck_assert_uint_le(usock__stack_trim(), TRIM_N - USOCK__STACK_HOT);
+    ck_assert_uint_le(usock__stack_trim(1), TRIM_N - USOCK__STACK_HOT);
     /* The last freed are the hot set. */
     for (int i = 0; i < TRIM_N; i++) {
         size_t want = i >= TRIM_N - USOCK__STACK_HOT ? 16 : 1;
@@ -623,7 +623,7 @@ START_TEST(test_trim)
                       "stack %d: %zu pages resident, expected %zu", i,
                       resident(lo[i], size), want);
     }
-    ck_assert_uint_eq(usock__stack_trim(), 0);
+    ck_assert_uint_eq(usock__stack_trim(1), 0);
     for (int i = TRIM_N - 1; i >= 0; i--) {
         ck_assert_int_eq(usock__stack_get(&st[i], size), 0);
         ck_assert_ptr_eq(st[i].lo, lo[i]);
@@ -636,6 +636,35 @@ START_TEST(test_trim)
     for (int i = 0; i < TRIM_N; i++) {
         usock__stack_put(&st[i]);
     }
+    usock__stack_drain();
+}
+END_TEST
+
+/* A trim leaves the stacks freed since the previous trim alone (a churn
+ * of short tasks keeps reusing them); the next one releases them. */
+START_TEST(test_trim_age)
+{
+    size_t page = usock__page_size(), size = 16 * page;
+    static struct usock__stack st[TRIM_N];
+
+    usock__stack_drain();
+    for (int i = 0; i < TRIM_N; i++) {
+        ck_assert_int_eq(usock__stack_get(&st[i], size), 0);
+    }
+    for (int i = 0; i < TRIM_N; i++) {
+        usock__stack_put(&st[i]);
+    }
+    (void)usock__stack_trim(1);
+    for (int i = 0; i < TRIM_N; i++) {
+        ck_assert_int_eq(usock__stack_get(&st[i], size), 0);
+        memset(st[i].lo, 0x5a, size);
+    }
+    for (int i = 0; i < TRIM_N; i++) {
+        usock__stack_put(&st[i]);
+    }
+    ck_assert_uint_eq(usock__stack_trim(0), 0);
+    ck_assert_uint_eq(usock__stack_trim(0), TRIM_N - USOCK__STACK_HOT);
+    ck_assert_uint_eq(usock__stack_trim(0), 0);
     usock__stack_drain();
 }
 END_TEST
@@ -791,6 +820,7 @@ static Suite *ctx_suite(void)
     tcase_add_test(st, test_cache_reuse);
     tcase_add_test(st, test_cache_many);
     tcase_add_test(st, test_trim);
+    tcase_add_test(st, test_trim_age);
     tcase_add_test(st, test_guard_off);
     tcase_add_test(st, test_guard_on);
     tcase_add_test(st, test_cache_per_thread);
