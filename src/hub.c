@@ -892,6 +892,17 @@ int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
     return 0;
 }
 
+size_t usock__live_tasks(void)
+{
+    return usock__tls_hub ? usock__tls_hub->ntasks : 0;
+}
+
+const char *usock__reactor_name(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+    return h && h->has_reactor ? h->reactor.ops->name : NULL;
+}
+
 /* ------------------------------------------------------------------------ */
 /*  Public hub calls                                                        */
 /* ------------------------------------------------------------------------ */

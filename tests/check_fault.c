@@ -880,6 +880,84 @@ START_TEST(close_from_other_thread)
 }
 END_TEST
 
+/* ---- the fixture itself: it catches leaks, and names the reactor ------- */
+
+static void forever(void *arg)
+{
+    (void)arg;
+    usock_sleep(3600);
+}
+
+START_TEST(leaks_an_fd)
+{
+    ck_assert_int_ge(dup(0), 0);
+}
+END_TEST
+
+START_TEST(leaks_a_task)
+{
+    ck_assert_int_gt(usock_spawn(forever, NULL), 0);
+    ck_assert_ok(usock_sleep(0.01));
+}
+END_TEST
+
+START_TEST(leaks_a_socket)
+{
+    /* (usock_socket): not through the test registry, so not cleaned up. */
+    ck_assert_ptr_nonnull((usock_socket)(AF_INET, SOCK_STREAM, 0));
+}
+END_TEST
+
+START_TEST(names_its_reactor)
+{
+    const char *want = getenv("USOCKET_REACTOR");
+    ck_assert_ptr_nonnull(usock__reactor_name());
+    ck_assert_str_eq(usock__reactor_name(), want);
+}
+END_TEST
+
+static void add_leaky(TCase *tc)
+{
+    tcase_add_test(tc, leaks_an_fd);
+    tcase_add_test(tc, leaks_a_task);
+    tcase_add_test(tc, leaks_a_socket);
+    tcase_add_test(tc, names_its_reactor);
+}
+
+START_TEST(fixture_catches_leaks)
+{
+    Suite *s = suite_create("leaky");
+    add_reactor_tcases(s, "leaky", add_leaky, 10);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_FORK);
+    unsetenv("CK_RUN_CASE"); /* this process's own selection */
+    unsetenv("CK_RUN_SUITE");
+    unsetenv("CK_INCLUDE_TAGS");
+    srunner_run_all(sr, CK_SILENT);
+    TestResult **r = srunner_results(sr);
+    int n = srunner_ntests_run(sr), failed = 0, named = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = tr_tcname(r[i]);
+        const char *msg = tr_msg(r[i]);
+        if (tr_rtype(r[i]) == CK_PASS) {
+            named++;
+            continue;
+        }
+        ck_assert_msg(strstr(msg, "leak: ") != NULL, "%s: %s", name, msg);
+        failed++;
+    }
+    int reactors = 1;
+#ifdef HAVE_LIBEV
+    reactors = 2;
+#endif
+    ck_assert_int_eq(n, 4 * reactors);
+    ck_assert_int_eq(failed, 3 * reactors);
+    ck_assert_int_eq(named, reactors);
+    free(r);
+    srunner_free(sr);
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -906,6 +984,7 @@ static Suite *fault_suite(void)
     add_reactor_tcases(s, "fault", add_fault, 30);
     tc = tcase_create("fault:plain");
     tcase_add_test(tc, no_pthread_key);
+    tcase_add_test(tc, fixture_catches_leaks);
     suite_add_tcase(s, tc);
 #ifdef HAVE_LIBEV
     tc = tcase_create("fault:ev-only");

@@ -395,6 +395,7 @@ START_TEST(sendall_whole_call_deadline)
     ck_assert_int_gt(r.got, 0);
     r.stop = 1;
     ck_assert_ok(usock_cancel(id));
+    ck_assert_ok(usock_run());
     free(data);
 }
 END_TEST
