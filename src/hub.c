@@ -771,6 +771,7 @@ struct usock_hub *usock__hub_get(void)
         return NULL;
     }
     main_stack(&h->main);
+    h->main.tsan = usock__tsan_self();
     h->current = &h->main;
     usock__tls_hub = h;
     return h;
