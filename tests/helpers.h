@@ -178,7 +178,15 @@ int test_spawn_op(struct test_op *op);
  * fails the test when it is not done by then. */
 void test_wait_op(struct test_op *op, double limit);
 
-/* Run the suite with CK_ENV; EXIT_SUCCESS when every test passed. */
+/* Run the suite with CK_ENV; EXIT_SUCCESS when every test passed, 77
+ * (automake's SKIP) when every test was skipped. */
 int test_main(Suite *s);
+
+/* Skips: a case that cannot run here is not added to its tcase; instead
+ * test_skip prints "SKIP: name: reason" and counts it, and test_main
+ * reports the skips apart from the passes.  Decide while building the
+ * suite, in the parent (test_can_unshare_net probes in a child). */
+void test_skip(const char *name, const char *reason);
+int test_can_unshare_net(void);
 
 #endif /* USOCK_TESTS_HELPERS_H */
