@@ -958,6 +958,60 @@ START_TEST(fixture_catches_leaks)
 }
 END_TEST
 
+/* ---- F06: an unreachable host times out, other tasks keep running ----- */
+
+struct ticker {
+    int ticks, stop;
+};
+
+static void ticker_task(void *arg)
+{
+    struct ticker *t = arg;
+
+    while (!t->stop && usock_sleep(0.01) == 0) {
+        t->ticks++;
+    }
+}
+
+START_TEST(unreachable_times_out)
+{
+    /* A host whose SYNs vanish: this machine has no iptables, nft or dummy
+     * links, so the drop is the kernel's own: a listener whose accept
+     * queue is full drops every new SYN (tcp_conn_request), and the
+     * connect sees no answer at all, as behind a DROP rule. */
+    usock_t *l = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    usock_addr_t a;
+    usock_t *c[4];
+    struct ticker t = {0};
+    int n = 0;
+
+    ck_assert_ok(usock_addr_ip(&a, "127.0.0.1", 0));
+    ck_assert_ok(usock_bind(l, &a));
+    ck_assert_ok(usock_listen(l, 0));
+    ck_assert_ok(usock_getsockname(l, &a));
+    ck_assert_int_gt(usock_spawn(ticker_task, &t), 0);
+    for (;;) {
+        ck_assert_int_lt(n, 4);
+        c[n] = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+        ck_assert_ok(usock_settimeout(c[n], 0.5));
+        int ticks0 = t.ticks;
+        double t0 = usock_now();
+        if (usock_connect(c[n], &a) == 0) {
+            n++; /* room in the queue still */
+            continue;
+        }
+        ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+        ck_assert_duration(t0, 0.5, 0.5 + 0.02);
+        ck_assert_msg(t.ticks - ticks0 >= 20, "ticker ran %d times in 0.5 s",
+                      t.ticks - ticks0);
+        break;
+    }
+    ck_assert_int_ge(n, 1);
+    t.stop = 1;
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -974,6 +1028,7 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, readline_bounded);
     tcase_add_test(tc, read_failure_bounded);
     tcase_add_test(tc, close_from_other_thread);
+    tcase_add_test(tc, unreachable_times_out);
 }
 
 static Suite *fault_suite(void)
