@@ -799,6 +799,7 @@ struct usock_hub *usock__hub_get(void)
         return NULL;
     }
     main_stack(&h->main);
+    h->main.tsan = usock__tsan_self();
     h->current = &h->main;
     usock__tls_hub = h;
     return h;
@@ -918,6 +919,17 @@ int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
         return errno == ESHUTDOWN ? 1 : -1;
     }
     return 0;
+}
+
+size_t usock__live_tasks(void)
+{
+    return usock__tls_hub ? usock__tls_hub->ntasks : 0;
+}
+
+const char *usock__reactor_name(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+    return h && h->has_reactor ? h->reactor.ops->name : NULL;
 }
 
 /* ------------------------------------------------------------------------ */

@@ -76,6 +76,7 @@ struct usock__task {
     struct usock__stack stack;    /* zeroed for the thread's own context */
     void *stack_lo;               /* for AddressSanitizer's fiber calls */
     size_t stack_len;
+    void *tsan;                   /* ThreadSanitizer's fiber, or NULL */
 };
 
 #ifndef USOCK_CTX_UCONTEXT
@@ -225,6 +226,28 @@ USOCK__HIDDEN int usock__task_owner(const struct usock_hub *h, int id);
 #define USOCK__ASAN 1
 #endif
 #endif
+/* ThreadSanitizer too: each task is a fiber of its own (make check-tsan);
+ * usock__asan_leave switches it. */
+#if defined(__SANITIZE_THREAD__)
+#define USOCK__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define USOCK__TSAN 1
+#endif
+#endif
+#ifdef USOCK__TSAN
+#include <sanitizer/tsan_interface.h>
+#define usock__tsan_new() __tsan_create_fiber(0)
+#define usock__tsan_self() __tsan_get_current_fiber()
+#define usock__tsan_free(f) __tsan_destroy_fiber(f)
+#define usock__tsan_switch(t) __tsan_switch_to_fiber((t)->tsan, 0)
+#else
+#define usock__tsan_new() NULL
+#define usock__tsan_self() NULL
+#define usock__tsan_free(f) ((void)(f))
+#define usock__tsan_switch(t) ((void)(t))
+#endif
+
 #ifdef USOCK__ASAN
 #include <sanitizer/common_interface_defs.h>
 static inline void usock__asan_leave(void **fake, struct usock__task *to)
@@ -239,7 +262,7 @@ static inline void usock__asan_arrive(void *fake)
 static inline void usock__asan_leave(void **fake, struct usock__task *to)
 {
     (void)fake;
-    (void)to;
+    usock__tsan_switch(to);
 }
 static inline void usock__asan_arrive(void *fake)
 {

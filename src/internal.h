@@ -54,6 +54,13 @@ _Static_assert(offsetof(struct usock, io) + sizeof(struct usock__io) <= 64,
                "the hot socket fields fit one cache line");
 _Static_assert(sizeof(struct usock) <= 128, "a socket is two cache lines");
 
+/* Test fixture counters: socket objects alive in the process; spawned
+ * tasks alive on this thread's hub; the name of its reactor ("ev",
+ * "poll") or NULL when it has none. */
+USOCK__HIDDEN long usock__live_sockets(void);
+USOCK__HIDDEN size_t usock__live_tasks(void);
+USOCK__HIDDEN const char *usock__reactor_name(void);
+
 /* Default timeout for new sockets, in ns (-1 none). */
 USOCK__HIDDEN int64_t usock__default_timeout(void);
 

@@ -18,6 +18,12 @@
 
 static _Atomic int64_t default_timeout = -1;
 static atomic_uint next_gen = 1; /* usock__io.gen: one per socket */
+static atomic_long live; /* socket objects alive (usock__live_sockets) */
+
+long usock__live_sockets(void)
+{
+    return atomic_load(&live);
+}
 
 int64_t usock__default_timeout(void)
 {
@@ -89,6 +95,7 @@ struct usock *usock__wrap(int fd, int family, int type, int proto)
     s->timeout = usock__default_timeout();
     s->io.fd = fd;
     s->io.gen = atomic_fetch_add_explicit(&next_gen, 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&live, 1, memory_order_relaxed);
     return s;
 }
 
@@ -168,6 +175,7 @@ static int close_here(struct usock *s)
     int r = close(s->fd);
     int e = errno;
     release(s);
+    atomic_fetch_sub_explicit(&live, 1, memory_order_relaxed);
     if (h) {
         usock__hub_release(h);
     }

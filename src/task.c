@@ -230,6 +230,9 @@ static void task_main(void *arg)
 
 void usock__task_free(struct usock__task *t)
 {
+    if (t->tsan) {
+        usock__tsan_free(t->tsan);
+    }
     struct usock__stack st = t->stack;
     usock__stack_put(&st);
 }
@@ -291,6 +294,7 @@ int usock_spawn(void (*fn)(void *arg), void *arg)
         errno = ENOMEM;
         return -1;
     }
+    t->tsan = usock__tsan_new();
     t->stack_lo = st.lo;
     t->stack_len = room;
     usock__ctx_make(&t->ctx, st.lo, room, task_main, t);

@@ -146,6 +146,8 @@ END_TEST
 /* Make the next reactor pass fail with EINVAL: for ev, put /dev/null over
  * the epoll fd (epoll_wait: EINVAL); for poll, a RLIMIT_NOFILE below the
  * number of fds watched (poll(2): EINVAL). */
+static struct rlimit saved_nofile;
+
 static void break_reactor(void)
 {
     if (on_ev()) {
@@ -175,8 +177,17 @@ static void break_reactor(void)
     } else {
         struct rlimit rl;
         ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        saved_nofile = rl;
         rl.rlim_cur = 1;
         ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+}
+
+/* Undo break_reactor's limit (LeakSanitizer needs fds at exit). */
+static void mend_reactor(void)
+{
+    if (!on_ev()) {
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &saved_nofile), 0);
     }
 }
 
@@ -209,6 +220,7 @@ START_TEST(reactor_failure)
     double wall = usock_now() - t0, cpu = cpu_seconds() - c0;
     ck_assert_msg(wall < 0.25, "the failure took %.3f s to surface", wall);
     ck_assert_msg(cpu < 0.2, "%.3f s of CPU in %.3f s", cpu, wall);
+    mend_reactor();
 }
 END_TEST
 
@@ -230,6 +242,8 @@ START_TEST(poll_error)
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
     ck_assert_errno(usock_poll(fds, 20, 0), EINVAL);
     ck_assert_errno(usock_poll(fds, 20, 0.05), EINVAL);
+    rl.rlim_cur = rl.rlim_max < 1024 ? rl.rlim_max : 1024;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
 }
 END_TEST
 
@@ -880,6 +894,138 @@ START_TEST(close_from_other_thread)
 }
 END_TEST
 
+/* ---- the fixture itself: it catches leaks, and names the reactor ------- */
+
+static void forever(void *arg)
+{
+    (void)arg;
+    usock_sleep(3600);
+}
+
+START_TEST(leaks_an_fd)
+{
+    ck_assert_int_ge(dup(0), 0);
+}
+END_TEST
+
+START_TEST(leaks_a_task)
+{
+    ck_assert_int_gt(usock_spawn(forever, NULL), 0);
+    ck_assert_ok(usock_sleep(0.01));
+}
+END_TEST
+
+START_TEST(leaks_a_socket)
+{
+    /* (usock_socket): not through the test registry, so not cleaned up. */
+    ck_assert_ptr_nonnull((usock_socket)(AF_INET, SOCK_STREAM, 0));
+}
+END_TEST
+
+START_TEST(names_its_reactor)
+{
+    const char *want = getenv("USOCKET_REACTOR");
+    ck_assert_ptr_nonnull(usock__reactor_name());
+    ck_assert_str_eq(usock__reactor_name(), want);
+}
+END_TEST
+
+static void add_leaky(TCase *tc)
+{
+    tcase_add_test(tc, leaks_an_fd);
+    tcase_add_test(tc, leaks_a_task);
+    tcase_add_test(tc, leaks_a_socket);
+    tcase_add_test(tc, names_its_reactor);
+}
+
+START_TEST(fixture_catches_leaks)
+{
+    Suite *s = suite_create("leaky");
+    add_reactor_tcases(s, "leaky", add_leaky, 10);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_FORK);
+    unsetenv("CK_RUN_CASE"); /* this process's own selection */
+    unsetenv("CK_RUN_SUITE");
+    unsetenv("CK_INCLUDE_TAGS");
+    srunner_run_all(sr, CK_SILENT);
+    TestResult **r = srunner_results(sr);
+    int n = srunner_ntests_run(sr), failed = 0, named = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = tr_tcname(r[i]);
+        const char *msg = tr_msg(r[i]);
+        if (tr_rtype(r[i]) == CK_PASS) {
+            named++;
+            continue;
+        }
+        ck_assert_msg(strstr(msg, "leak: ") != NULL, "%s: %s", name, msg);
+        failed++;
+    }
+    int reactors = 1;
+#ifdef HAVE_LIBEV
+    reactors = 2;
+#endif
+    ck_assert_int_eq(n, 4 * reactors);
+    ck_assert_int_eq(failed, 3 * reactors);
+    ck_assert_int_eq(named, reactors);
+    free(r);
+    srunner_free(sr);
+}
+END_TEST
+
+/* ---- F06: an unreachable host times out, other tasks keep running ----- */
+
+struct ticker {
+    int ticks, stop;
+};
+
+static void ticker_task(void *arg)
+{
+    struct ticker *t = arg;
+
+    while (!t->stop && usock_sleep(0.01) == 0) {
+        t->ticks++;
+    }
+}
+
+START_TEST(unreachable_times_out)
+{
+    /* A host whose SYNs vanish: this machine has no iptables, nft or dummy
+     * links, so the drop is the kernel's own: a listener whose accept
+     * queue is full drops every new SYN (tcp_conn_request), and the
+     * connect sees no answer at all, as behind a DROP rule. */
+    usock_t *l = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    usock_addr_t a;
+    usock_t *c[4];
+    struct ticker t = {0};
+    int n = 0;
+
+    ck_assert_ok(usock_addr_ip(&a, "127.0.0.1", 0));
+    ck_assert_ok(usock_bind(l, &a));
+    ck_assert_ok(usock_listen(l, 0));
+    ck_assert_ok(usock_getsockname(l, &a));
+    ck_assert_int_gt(usock_spawn(ticker_task, &t), 0);
+    for (;;) {
+        ck_assert_int_lt(n, 4);
+        c[n] = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+        ck_assert_ok(usock_settimeout(c[n], 0.5));
+        int ticks0 = t.ticks;
+        double t0 = usock_now();
+        if (usock_connect(c[n], &a) == 0) {
+            n++; /* room in the queue still */
+            continue;
+        }
+        ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+        ck_assert_duration(t0, 0.5, 0.5 + 0.02);
+        ck_assert_msg(t.ticks - ticks0 >= 20, "ticker ran %d times in 0.5 s",
+                      t.ticks - ticks0);
+        break;
+    }
+    ck_assert_int_ge(n, 1);
+    t.stop = 1;
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -896,6 +1042,7 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, readline_bounded);
     tcase_add_test(tc, read_failure_bounded);
     tcase_add_test(tc, close_from_other_thread);
+    tcase_add_test(tc, unreachable_times_out);
 }
 
 static Suite *fault_suite(void)
@@ -906,6 +1053,7 @@ static Suite *fault_suite(void)
     add_reactor_tcases(s, "fault", add_fault, 30);
     tc = tcase_create("fault:plain");
     tcase_add_test(tc, no_pthread_key);
+    tcase_add_test(tc, fixture_catches_leaks);
     suite_add_tcase(s, tc);
 #ifdef HAVE_LIBEV
     tc = tcase_create("fault:ev-only");

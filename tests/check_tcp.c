@@ -1055,6 +1055,18 @@ static void idle_task(void *arg)
     usock_sleep(60.0);
 }
 
+/* The clean-up of accept_emfile: the hogged fds, the idle task. */
+static void accept_emfile_done(struct fd_hog *h, int idle)
+{
+    while (h->n > 0) {
+        close(h->fds[--h->n]);
+    }
+    if (idle > 0) {
+        ck_assert_ok(usock_cancel(idle));
+        ck_assert_ok(usock_run());
+    }
+}
+
 /* with_tasks: the thread already runs tasks (its reactor exists) when the
  * fds run out, as in a server; otherwise it is a plain thread. */
 static void accept_emfile(int with_tasks)
@@ -1065,10 +1077,13 @@ static void accept_emfile(int with_tasks)
     char buf[2];
     double t0, cpu0;
 
+    int idle = 0;
+
     c = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
     ck_assert_ok(usock_connect(c, &la));
     if (with_tasks) {
-        ck_assert_int_gt(usock_spawn(idle_task, NULL), 0);
+        idle = usock_spawn(idle_task, NULL);
+        ck_assert_int_gt(idle, 0);
         ck_assert_ok(usock_sleep(0.01));
     }
     hog_fds(&h);
@@ -1087,6 +1102,7 @@ static void accept_emfile(int with_tasks)
     /* Under valgrind, whose fd table ignores the lowered limit, the
      * EMFILE accept4 consumed the pending connection: stop here. */
     if (getenv("LD_PRELOAD") && strstr(getenv("LD_PRELOAD"), "vgpreload")) {
+        accept_emfile_done(&h, idle);
         return;
     }
     ck_assert_ok(usock_settimeout(l, 3.0));
@@ -1103,6 +1119,7 @@ static void accept_emfile(int with_tasks)
     }
     ck_assert_ok(usock_sendall(s, "up", 2));
     ck_assert_count(usock_read(c, buf, 2), 2);
+    accept_emfile_done(&h, idle);
 }
 
 START_TEST(accept_emfile_server)
@@ -1156,7 +1173,8 @@ START_TEST(exec_inherits_nothing)
     open_fds(before);
     l = test_listener(NULL);
     test_pair(&c, &s);
-    ck_assert_int_gt(usock_spawn(idle_task, NULL), 0);
+    int idle = usock_spawn(idle_task, NULL);
+    ck_assert_int_gt(idle, 0);
     ck_assert_ok(usock_sleep(0.01)); /* the hub and its reactor exist */
     ck_assert_ok(pipe2(p, O_CLOEXEC));
     pid = fork();
@@ -1184,6 +1202,8 @@ START_TEST(exec_inherits_nothing)
                       fd);
     }
     ck_assert_ptr_nonnull(l);
+    ck_assert_ok(usock_cancel(idle));
+    ck_assert_ok(usock_run());
 }
 END_TEST
 
