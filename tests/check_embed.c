@@ -497,16 +497,20 @@ START_TEST(first_call_and_alive_count)
 {
     /* usock_hub_fd may be a thread's first usocket call. */
     int fd = usock_hub_fd();
+    int results[3];
 
     ck_assert_int_ge(fd, 0);
     ck_assert_int_eq(usock_hub_fd(), fd);
     for (int i = 0; i < 3; i++) {
-        ck_assert_int_gt(usock_spawn(sleeper, &(int){0}), 0);
+        ck_assert_int_gt(usock_spawn(sleeper, &results[i]), 0);
     }
     ck_assert_int_eq(usock_hub_run_nowait(), 3);
     ck_assert_int_eq(usock_hub_run_nowait(), 3);
     ck_assert_ok(usock_hub_shutdown(usock_hub_self()));
     ck_assert_int_eq(usock_hub_run_nowait(), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_eq(results[i], ECANCELED);
+    }
 }
 END_TEST
 

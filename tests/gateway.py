@@ -15,7 +15,9 @@ mosquitto_pub; devices are UDP sockets of this script.  Checks:
      queue bound, in order per device, a reconnect counted;
   4. a queue overflow (broker away) drops the oldest and counts it;
   5. SIGTERM exits 0 within 3 s with the final stats line last, with the
-     broker up and with the broker away.
+     broker up and with the broker away;
+  6. a broker that goes silent (SIGSTOP) is given up past the keep-alive
+     and reconnected when it answers again, nothing lost.
 
 While a broker is away its port is held by a listener of ours that closes
 each connection at once (the gateway backs off as from any dead broker),
@@ -388,6 +390,39 @@ def test_restart():
     broker.kill()
 
 
+def test_silent_broker():
+    """A broker that goes silent (SIGSTOP) is given up past the keep-alive
+    (10 s, pinged every 5 s, 15 s without a byte), and the gateway comes
+    back when it answers again (SIGCONT)."""
+    bport, uport = free_port(), free_port(socket.SOCK_DGRAM)
+    broker = Broker(bport, "b4")
+    broker.start()
+    sub = Sub(bport)
+    gw = Gateway(uport, bport, "--stats", "0.2", "-q")
+    gw.wait_stats(lambda st: True, 5)
+    dev = devices(1)[0]
+    for k in range(5):
+        dev.sendto(b"%d" % k, ("127.0.0.1", uport))
+    gw.wait_stats(lambda st: st[0] == 5, 5)
+    broker.proc.send_signal(signal.SIGSTOP)
+    for k in range(5, 10):
+        dev.sendto(b"%d" % k, ("127.0.0.1", uport))
+    time.sleep(16.5)  # past the 15 s of silence the gateway tolerates
+    broker.proc.send_signal(signal.SIGCONT)
+    st = gw.wait_stats(lambda st: st[0] >= 10 and st[4] >= 1, 15)
+    ok("a silent broker is given up past the keep-alive, then reconnected",
+       st is not None and st[4] >= 1 and st[0] >= 10, repr(st))
+    sub.wait_count(10, 5)
+    got = first_seen(per_device(sub.msgs, [dev])[0])
+    ok("nothing lost across the silence, in order", got == list(range(10)),
+       repr(got))
+    rc, took, st, last = gw.term()
+    ok("after the silence: SIGTERM exits 0", rc == 0 and st is not None,
+       repr(last))
+    sub.stop()
+    broker.kill()
+
+
 def test_overflow_and_term_without_broker():
     bport, uport = free_port(), free_port(socket.SOCK_DGRAM)
     holder = Holder(bport)  # no broker yet
@@ -456,6 +491,7 @@ def main():
         test_up_down_term()
         test_restart()
         test_overflow_and_term_without_broker()
+        test_silent_broker()
     except Exception as e:  # a setup failure fails the test
         ok("setup", False, repr(e))
     finally:
