@@ -60,6 +60,12 @@ static void daemon_init(struct daemon *d, double tick)
     d->tick = tick;
 }
 
+static void daemon_fini(struct daemon *d)
+{
+    close(d->pipe[0]);
+    close(d->pipe[1]);
+}
+
 /* Run the daemon's loop until *stop is non-zero or `limit` seconds pass.
  * Returns 1 when it stopped because of *stop. */
 static int daemon_run(struct daemon *d, const int *stop, double limit)
@@ -252,6 +258,7 @@ START_TEST(poll_loop_drives_100_echo_tasks)
     ck_assert_msg(d.early == 0, "%d wake-ups before the hub's deadline",
                   d.early);
     usock_close(e.l);
+    daemon_fini(&d);
 }
 END_TEST
 
@@ -348,6 +355,7 @@ START_TEST(shutdown_from_other_thread_wakes_loop)
     for (int i = 0; i < 5; i++) {
         ck_assert_int_eq(results[i], ECANCELED);
     }
+    daemon_fini(&d);
 }
 END_TEST
 
@@ -436,7 +444,8 @@ START_TEST(fd_not_readable_without_work)
     ck_assert_int_eq(usock_hub_run_nowait(), 0);
     ck_assert(!readable(fd, 100));
     /* A task blocked in recv on a quiet socket. */
-    ck_assert_int_gt(usock_spawn(read_once_then_sleep, &q), 0);
+    int tid = usock_spawn(read_once_then_sleep, &q);
+    ck_assert_int_gt(tid, 0);
     ck_assert_int_eq(usock_hub_run_nowait(), 1);
     ck_assert(!readable(fd, 100));
     /* Its data comes: readable, and one call runs the task. */
@@ -462,6 +471,8 @@ START_TEST(fd_not_readable_without_work)
         usock_close(y);
     }
     ck_assert_int_eq(usock_hub_fd(), fd);
+    ck_assert_ok(usock_cancel(tid));
+    ck_assert_ok(usock_join(tid, 2.0));
     usock_close(c);
     usock_close(s);
 }
