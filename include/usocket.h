@@ -289,6 +289,11 @@ USOCK_EXTERN double usock_setdeadline(double when);
  * to pages).  Errors: EINVAL (below 16 KiB or above 1 GiB). */
 USOCK_EXTERN int usock_setstacksize(size_t bytes);
 
+/* The most tasks one hub may have alive at once, in every thread from now
+ * on (0: no cap, the default); usock_spawn beyond it fails with EAGAIN,
+ * and posts wait until a task finishes.  Returns the previous cap. */
+USOCK_EXTERN size_t usock_setmaxtasks(size_t n);
+
 /* ========================================================================== */
 /*  Hubs: embedding and many threads                                          */
 /* ========================================================================== */
@@ -311,6 +316,17 @@ USOCK_EXTERN int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg);
 /* Thread-safe: cancel every task of hub h; its usock_run then returns once
  * they have finished.  Errors: EINVAL. */
 USOCK_EXTERN int usock_hub_shutdown(usock_hub_t *h);
+
+/* Embedding in any other loop (glib, libuv, poll, select): watch
+ * usock_hub_fd() for reading beside the loop's own fds, wait at most
+ * usock_hub_timeout() seconds (0: now; USOCK_NONE: no deadline), then call
+ * usock_hub_run_nowait(), which runs what is ready without blocking and
+ * returns the number of tasks still alive.  Errors: ENOTSUP (poll reactor;
+ * usock_hub_timeout then returns USOCK_NONE), EBUSY (the hub uses a libev
+ * loop), EDEADLK (run_nowait from a task), EMFILE, ENOMEM. */
+USOCK_EXTERN int usock_hub_fd(void);
+USOCK_EXTERN double usock_hub_timeout(void);
+USOCK_EXTERN int usock_hub_run_nowait(void);
 
 /* ========================================================================== */
 /*  Conditions and channels: tasks and threads talking to each other          */
@@ -363,6 +379,89 @@ USOCK_EXTERN size_t usock_chan_len(const usock_chan_t *ch);
 
 /* Free ch (NULL is ignored); its waiters wake with EBADF. */
 USOCK_EXTERN void usock_chan_free(usock_chan_t *ch);
+
+/* ========================================================================== */
+/*  TLS (OpenSSL 3): wrap a connected stream socket in place                  */
+/* ========================================================================== */
+
+/* One configuration (an SSL_CTX), shared by many sockets and threads. */
+typedef struct usock_tls usock_tls_t;
+
+#define USOCK_TLS_CLIENT 0
+#define USOCK_TLS_SERVER 1
+
+/* cert_reqs, as in MicroPython's and CPython's ssl module. */
+#define USOCK_CERT_NONE 0
+#define USOCK_CERT_OPTIONAL 1
+#define USOCK_CERT_REQUIRED 2
+
+/* A client (USOCK_CERT_REQUIRED against the system trust store) or a server
+ * (USOCK_CERT_NONE) configuration.  Errors: EINVAL, ENOMEM, ENOTSUP (built
+ * --without-openssl). */
+USOCK_EXTERN usock_tls_t *usock_tls_new(int side);
+
+/* Present this certificate (PEM chain) and key (PEM; NULL: in certfile).
+ * Errors: EINVAL (NULL, not PEM, key does not match), the errno of opening
+ * a file (ENOENT, EACCES ...). */
+USOCK_EXTERN int usock_tls_load_cert(usock_tls_t *t, const char *certfile,
+                                     const char *keyfile);
+
+/* Trust the CAs in cafile (PEM) and/or the hashed directory capath; either
+ * may be NULL, not both.  Errors as usock_tls_load_cert. */
+USOCK_EXTERN int usock_tls_load_ca(usock_tls_t *t, const char *cafile,
+                                   const char *capath);
+
+/* Trust the PEM certificates in memory (MicroPython's and CPython's
+ * cadata).  Errors: EINVAL (NULL, no certificate in it), ENOMEM. */
+USOCK_EXTERN int usock_tls_load_cadata(usock_tls_t *t, const char *pem,
+                                       size_t len);
+
+/* USOCK_CERT_NONE, _OPTIONAL or _REQUIRED, for sockets wrapped from now on.
+ * Errors: EINVAL. */
+USOCK_EXTERN int usock_tls_set_verify(usock_tls_t *t, int cert_reqs);
+
+/* ALPN protocols in order of preference, comma-separated ("h2,http/1.1").
+ * Errors: EINVAL (NULL, empty, a name longer than 255), ENOMEM. */
+USOCK_EXTERN int usock_tls_set_alpn(usock_tls_t *t, const char *protocols);
+
+/* Drop the configuration; sockets wrapped with it keep working.  NULL is
+ * ignored. */
+USOCK_EXTERN void usock_tls_free(usock_tls_t *t);
+
+/* Run the TLS handshake on the connected stream socket s, under its timeout
+ * and the task deadline; afterwards every socket call on s speaks TLS.
+ * Client: server_hostname is sent as SNI and checked (a DNS name), or
+ * checked as an IP address; server: NULL.  Errors: EINVAL, EOPNOTSUPP (not a
+ * stream), ENOTCONN, EALREADY (already wrapped), EAGAIN (timeout 0: call
+ * again to continue), ETIMEDOUT, ECANCELED, EPROTO (TLS failure),
+ * EKEYREJECTED (the peer's certificate failed verification), ECONNRESET,
+ * ENOMEM, ENOTSUP. */
+USOCK_EXTERN int usock_tls_wrap(usock_t *s, usock_tls_t *t,
+                                const char *server_hostname);
+
+/* Exchange close_notify and make s plain again; bytes after the peer's
+ * close_notify stay for the next read.  Errors: EINVAL (not wrapped), the
+ * errors of usock_tls_wrap. */
+USOCK_EXTERN int usock_tls_unwrap(usock_t *s);
+
+/* The negotiated ALPN protocol, or NULL. */
+USOCK_EXTERN const char *usock_tls_alpn(const usock_t *s);
+
+/* OpenSSL's text for the last TLS failure on s, or NULL. */
+USOCK_EXTERN const char *usock_tls_error(const usock_t *s);
+
+/* The peer certificate's subject (RFC 2253: "CN=localhost,O=..."), or NULL
+ * when the peer sent none. */
+USOCK_EXTERN const char *usock_tls_peer_subject(const usock_t *s);
+
+/* The negotiated protocol version ("TLSv1.3"), or NULL before the handshake
+ * completed. */
+USOCK_EXTERN const char *usock_tls_version(const usock_t *s);
+
+/* 1 when the handshake resumed a session (a client configuration offers the
+ * last session it got from the same server name and port), 0 when it was a
+ * full handshake.  Errors: EINVAL (NULL, not wrapped), ENOTSUP. */
+USOCK_EXTERN int usock_tls_session_reused(const usock_t *s);
 
 #ifdef __cplusplus
 }

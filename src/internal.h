@@ -48,10 +48,18 @@ struct usock {
                                      the last stream recv was short, or
                                      the last datagram had to be waited
                                      for */
+    struct usock__tls *tls;       /* TLS state (tls.c), or NULL: plain */
 };
 _Static_assert(offsetof(struct usock, io) + sizeof(struct usock__io) <= 64,
                "the hot socket fields fit one cache line");
 _Static_assert(sizeof(struct usock) <= 128, "a socket is two cache lines");
+
+/* Test fixture counters: socket objects alive in the process; spawned
+ * tasks alive on this thread's hub; the name of its reactor ("ev",
+ * "poll") or NULL when it has none. */
+USOCK__HIDDEN long usock__live_sockets(void);
+USOCK__HIDDEN size_t usock__live_tasks(void);
+USOCK__HIDDEN const char *usock__reactor_name(void);
 
 /* Default timeout for new sockets, in ns (-1 none). */
 USOCK__HIDDEN int64_t usock__default_timeout(void);
@@ -108,6 +116,29 @@ USOCK__HIDDEN size_t usock__rb_take(struct usock *s, void *buf, size_t n);
 USOCK__HIDDEN int usock__check_io(const struct usock *s, const void *buf,
                                   size_t n);
 
+/* Like usock__wait, but waiting in the slot of `slot` for readiness in
+ * direction `events` (a TLS write may need input, a read room to send). */
+USOCK__HIDDEN int usock__wait_for(struct usock *s, int slot, int events,
+                                  int64_t *dl);
+
+/* TLS (tls.c), on a socket with s->tls set: one SSL_read/SSL_write with
+ * waits under *dl (the count, 0 at close_notify, or -1 with errno); bytes
+ * OpenSSL holds for the next read; close (close_notify if it needs no
+ * wait, then free); shutdown's close_notify (0 or -1 with errno). */
+USOCK__HIDDEN ssize_t usock__tls_recv(struct usock *s, void *buf, size_t n,
+                                      int64_t *dl);
+USOCK__HIDDEN ssize_t usock__tls_send(struct usock *s, const void *buf,
+                                      size_t n, int64_t *dl);
+USOCK__HIDDEN int usock__tls_pending(const struct usock *s);
+USOCK__HIDDEN void usock__tls_close(struct usock *s);
+USOCK__HIDDEN int usock__tls_shutdown(struct usock *s);
+
+/* Input a read can return without the kernel: the socket's own buffer, or
+ * what TLS holds decrypted. */
+static inline int usock__has_input(const struct usock *s)
+{
+    return s->rb.len || (s->tls && usock__tls_pending(s));
+}
 /*
  * Debug builds (--enable-debug, NDEBUG unset): usock_close poisons the
  * object instead of freeing it (type USOCK__CLOSED, fd -1; the memory is

@@ -27,6 +27,9 @@ static ssize_t send_one(struct usock *s, const void *buf, size_t n,
     const struct sockaddr *sa = to ? &to->u.sa : NULL;
     socklen_t len = to ? to->len : 0;
 
+    if (unlikely(s->tls != NULL)) {
+        return usock__tls_send(s, buf, n, dl);
+    }
     for (;;) {
         ssize_t r = sendto(s->fd, buf, n, MSG_NOSIGNAL, sa, len);
         if (r >= 0) {
@@ -105,6 +108,12 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
 {
     int waited = 0;
 
+    if (unlikely(s->tls != NULL)) {
+        if (from && usock_getpeername(s, from) < 0) {
+            memset(from, 0, sizeof(*from));
+        }
+        return usock__tls_recv(s, buf, n, dl);
+    }
     /* The last read emptied the kernel's queue (as after every reply of a
      * request/response protocol): wait for data first rather than pay for
      * a recv(2) that fails with EAGAIN.  A deadline already passed still

@@ -12,18 +12,22 @@
 /* The interest mask of s: derived from its two waiter slots. */
 static int sock_mask(const struct usock *s)
 {
-    return (s->rwait && s->rwait->dir ? USOCK__IN : 0) |
-           (s->wwait && s->wwait->dir ? USOCK__OUT : 0);
+    /* dir is the direction a waiter watches: its slot's own (0: the timer
+     * only), or the other one for TLS (a write that needs input). */
+    return (s->rwait ? s->rwait->dir : 0) | (s->wwait ? s->wwait->dir : 0);
 }
 
-static void update_mask(struct usock *s)
+/* Tell the reactor.  0, or -1 with errno (ENOMEM) when it could not
+ * watch a wider mask (a narrower one never fails). */
+static int update_mask(struct usock *s)
 {
     struct usock__reactor *r = &s->hub->reactor;
     int mask = sock_mask(s);
 
     if (mask != s->io.events) {
-        r->ops->io_set(r, &s->io, s->fd, mask);
+        return r->ops->io_set(r, &s->io, s->fd, mask);
     }
+    return 0;
 }
 
 /* Readiness of s (a reactor callback): wake its waiters. */
@@ -32,10 +36,10 @@ static void sock_ready(struct usock__io *io, int revents)
     struct usock *s = container_of(io, struct usock, io);
 
     /* A waiter with dir 0 only waits for its timer (accept back-off). */
-    if ((revents & USOCK__IN) && s->rwait && s->rwait->dir) {
+    if (s->rwait && (revents & s->rwait->dir)) {
         usock__wake(s->rwait, 0);
     }
-    if ((revents & USOCK__OUT) && s->wwait && s->wwait->dir) {
+    if (s->wwait && (revents & s->wwait->dir)) {
         usock__wake(s->wwait, 0);
     }
 }
@@ -50,7 +54,7 @@ static void sock_unlink(struct usock__wait *w)
     } else if (s->wwait == w) {
         s->wwait = NULL;
     }
-    update_mask(s);
+    (void)update_mask(s); /* narrowing: cannot fail */
 }
 
 /* A thread with no reactor (no tasks ever): one direct poll(2). */
@@ -83,6 +87,10 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
     if (s->hub != h) {
         /* First wait on this hub (or the socket moved between threads):
          * the old hub's watcher is idle, since nobody waits there. */
+        if (s->hub) {
+            usock__hub_release(s->hub);
+        }
+        usock__hub_hold(h);
         s->hub = h;
         s->io.cb = sock_ready;
         s->io.hot = &s->rwait;
@@ -95,7 +103,11 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
     w->dir = events;
     usock__heap_node_init(&w->timer);
     *slot = w;
-    update_mask(s);
+    if (update_mask(s) < 0) {
+        /* Not watched: waiting would never end. */
+        *slot = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -144,6 +156,19 @@ int usock__wait(struct usock *s, int dir, int64_t *dl)
         return wait_plain(s, dir, *dl);
     }
     return park_on(s, dir, dir, *dl);
+}
+
+int usock__wait_for(struct usock *s, int slot, int events, int64_t *dl)
+{
+    struct usock_hub *h = wait_begin(s, dl);
+
+    if (!h) {
+        return -1;
+    }
+    if (!h->has_reactor) {
+        return wait_plain(s, events, *dl);
+    }
+    return park_on(s, slot, events, *dl);
 }
 
 int usock__backoff(struct usock *s, int dir, int64_t *dl, int64_t until)

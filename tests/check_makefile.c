@@ -396,7 +396,7 @@ START_TEST(trickle_fread_deadline)
     t.s = s;
     ck_assert_ok(usock_settimeout(c, 1.0));
     f = ck_assert_nonnull(usock_makefile(c, "rb"));
-    usock_spawn(trickle_task, &t);
+    int tid = usock_spawn(trickle_task, &t);
     double t0 = usock_now();
     double old = usock_setdeadline(t0 + 1.0);
     errno = 0;
@@ -408,6 +408,9 @@ START_TEST(trickle_fread_deadline)
     ck_assert(ferror(f));
     ck_assert_str_eq(test_errname(e), "ETIMEDOUT");
     ck_assert_ok(fclose(f));
+    /* The trickler still sleeps or sends: stop it before s goes. */
+    ck_assert_ok(usock_cancel(tid));
+    ck_assert_ok(usock_join(tid, 2.0));
     usock_close(c);
     usock_close(s);
 }
@@ -424,7 +427,7 @@ START_TEST(trickle_fgets_deadline)
     t.s = s;
     ck_assert_ok(usock_settimeout(c, 1.0));
     f = ck_assert_nonnull(usock_makefile(c, "r+b"));
-    usock_spawn(trickle_task, &t);
+    int tid = usock_spawn(trickle_task, &t);
     double t0 = usock_now();
     double old = usock_setdeadline(t0 + 1.0);
     errno = 0;
@@ -435,6 +438,9 @@ START_TEST(trickle_fgets_deadline)
     ck_assert(ferror(f));
     ck_assert_str_eq(test_errname(e), "ETIMEDOUT");
     ck_assert_ok(fclose(f));
+    /* The trickler still sleeps or sends: stop it before s goes. */
+    ck_assert_ok(usock_cancel(tid));
+    ck_assert_ok(usock_join(tid, 2.0));
     usock_close(c);
     usock_close(s);
 }
