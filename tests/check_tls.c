@@ -783,6 +783,9 @@ START_TEST(half_record_pause)
     ck_assert_errno(usock_recv(r.c, in, sizeof in), ETIMEDOUT);
     ck_assert_duration(t0, 0.3, 0.3);
     ck_assert_errno(usock_read(r.c, in, sizeof in), ETIMEDOUT);
+    /* Half a record is no input yet. */
+    struct usock_pollfd pf = {.sock = r.c, .events = POLLIN};
+    ck_assert_int_eq(usock_poll(&pf, 1, 0), 0);
     relay_down(&r, 0, 1); /* the rest */
     ck_assert_ok(usock_settimeout(r.c, 5));
     ck_assert_count(usock_read(r.c, in, sizeof in), sizeof in);
