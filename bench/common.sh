@@ -13,6 +13,10 @@ srv_cmd() {
     base) echo "baseline_epoll" ;;
     ev | poll) echo "usock_echo" ;;
     pthread) echo "pthread_echo" ;;
+    naive) echo "naive_echo" ;;
+    libuv) echo "uv_echo" ;;
+    st) echo "st_echo" ;;
+    go) echo "go_echo" ;;
     ubase) echo "baseline_udp" ;;
     uev) echo "usock_udp" ;;
     esac
@@ -20,6 +24,7 @@ srv_cmd() {
 srv_env() {
     case $1 in
     poll) echo "USOCKET_REACTOR=poll" ;;
+    go) echo "GOMAXPROCS=1" ;;
     *) echo "USOCKET_REACTOR=ev" ;;
     esac
 }

@@ -34,12 +34,9 @@ REC=$TMP/records
 : > "$REC"
 SPID= PPID_PERF=
 
-MAPS_OLD=
-
 cleanup() {
     [ -n "$SPID" ] && kill "$SPID" 2>/dev/null
     [ -n "$PPID_PERF" ] && kill "$PPID_PERF" 2>/dev/null
-    [ -n "$MAPS_OLD" ] && sysctl -q -w vm.max_map_count="$MAPS_OLD" 2>/dev/null
     rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -103,6 +100,7 @@ field() {
 # one SCEN KIND CONNS SIZE ARG ROUND MODE: a run, recorded in $REC.
 one() {
     scen=$1 kind=$2 conns=$3 size=$4 arg=$5 round=$6 mode=$7
+    case " $SKIP_KINDS " in *" $kind "*) return ;; esac
     if [ "$mode" = plain ]; then d=$D w=$W; else d=$CD w=$CW; fi
     start "$kind" "$arg" "$mode"
     if [ -z "$PORT" ] || [ -z "$SPID" ]; then
@@ -140,10 +138,10 @@ one() {
 
 # Scenarios: NAME CONNS SIZE BUFARG KINDS (the first kind is the baseline).
 SCENARIOS='c1 1 64 1024 base,ev,poll
-c100 100 64 1024 base,ev,poll,pthread
-c1000 1000 64 1024 base,ev,poll,pthread
-c10000 10000 64 1024 base,ev,poll
-bulk 1 65536 65536 base,ev,poll
+c100 100 64 1024 base,ev,poll,pthread,naive,libuv,st,go
+c1000 1000 64 1024 base,ev,poll,pthread,naive,libuv,st,go
+c10000 10000 64 1024 base,ev,poll,pthread,naive,libuv,st,go
+bulk 1 65536 65536 base,ev,poll,naive
 u1 1 64 1 ubase,uev
 u100 100 64 100 ubase,uev'
 
@@ -160,6 +158,26 @@ round() {
         done
     done
 }
+
+# ---------------------------------------------------------------------------
+#  Peers (issue 12): libuv, State Threads and Go beside the epoll baseline,
+#  each skipped with its reason when its package is missing.  Go is built
+#  here with the local toolchain: no network, GOCACHE in $TMP.
+# ---------------------------------------------------------------------------
+SKIP_KINDS=
+[ -x "$B/uv_echo" ] || { SKIP_KINDS="$SKIP_KINDS libuv"
+    echo "peer libuv skipped: bench/uv_echo not built (libuv1-dev missing at configure time)"; }
+[ -x "$B/st_echo" ] || { SKIP_KINDS="$SKIP_KINDS st"
+    echo "peer st skipped: bench/st_echo not built (libst-dev missing at configure time)"; }
+if ! command -v go >/dev/null 2>&1; then
+    SKIP_KINDS="$SKIP_KINDS go"
+    echo "peer go skipped: no go command (golang-go missing)"
+elif ! (cd "$(dirname "$0")" && GOCACHE="$TMP/gocache" GOPATH="$TMP/gopath" \
+    GO111MODULE=off GOPROXY=off GOFLAGS= GOTOOLCHAIN=local \
+    go build -o "$B/go_echo" go_echo.go) > "$TMP/go.err" 2>&1; then
+    SKIP_KINDS="$SKIP_KINDS go"
+    echo "peer go skipped: go build failed: $(head -c 300 "$TMP/go.err")"
+fi
 
 START=$(date +%s)
 echo "usocket bench: $(nproc) CPUs, $(sed -n 's/^model name[^:]*: //p' \
@@ -192,15 +210,8 @@ else
 fi
 echo "  held 19000 ev: $hout" >&2
 
-# Each task stack is two mappings (the stack and its guard page): 100,000
-# tasks need vm.max_map_count above 200,000 (the default is 65,530).  As
-# root, raise it for the micro-benchmarks and put it back afterwards.
-maps=$(sysctl -n vm.max_map_count 2>/dev/null || echo 0)
-if [ "$(id -u)" = 0 ] && [ "$maps" -lt 262144 ] &&
-    sysctl -q -w vm.max_map_count=262144 2>/dev/null; then
-    MAPS_OLD=$maps
-    echo "  (vm.max_map_count raised from $maps to 262144 for the 100,000-task run)" >&2
-fi
+# 100,000 tasks run under the system's own vm.max_map_count (stacks are
+# carved from chunks, src/stack.c): it is reported, never raised.
 echo "micro-benchmarks ..." >&2
 MICRO=$(BENCH_QUICK=$QUICK $PIN0 "$B/micro" 2>&1)
 echo "$MICRO" | sed 's/^/  /' >&2
@@ -262,6 +273,38 @@ END {
     line("poll", "c10000", "10000 conns", 0, 0, 0)
     line("pthread", "c100", "100 conns", 0, 0, 0)
     line("pthread", "c1000", "1000 conns", 0, 0, 0)
+    line("pthread", "c10000", "10000 conns", 0, 0, 0)
+    np2 = split("naive libuv st go", pk2, " ")
+    for (i = 1; i <= np2; i++)
+        for (j = 1; j <= 3; j++)
+            line(pk2[i], j == 1 ? "c100" : j == 2 ? "c1000" : "c10000",
+                j == 1 ? "100 conns" : j == 2 ? "1000 conns" : "10000 conns",
+                0, 0, 0)
+    # Peers side by side (issue 12): ratios to the epoll baseline.
+    print "Peers side by side (rt/s and server CPU per round trip as" \
+        " ratios to the epoll baseline, median of rounds; RSS growth per" \
+        " connection):"
+    printf "  %-8s %-26s %-26s %-26s\n", "server", "100 conns", \
+        "1,000 conns", "10,000 conns"
+    np = split("ev poll naive libuv st go pthread", pk, " ")
+    for (i = 1; i <= np; i++) {
+        k = pk[i]; row = sprintf("  %-8s", k); any = 0
+        for (j = 1; j <= 3; j++) {
+            s = j == 1 ? "c100" : j == 2 ? "c1000" : "c10000"
+            if ((s, k) in abscpu && med(absrtt[s, k]) <= 0) {
+                any = 1
+                row = row sprintf(" %-26s", "no answers")
+            } else if ((s, k) in abscpu) {
+                any = 1
+                row = row sprintf(" %-26s", sprintf("%.2fx %.2fx %.1fKiB",
+                    med(rr[s, k]), med(rc[s, k]), med(perconn[s, k]) / 1024))
+            } else
+                row = row sprintf(" %-26s", "-")
+        }
+        if (any) print row
+    }
+    print "  (each cell: rt/s ratio, cpu/rt ratio, RSS per connection;" \
+        " naive = 16 KiB recv + sendall, untuned)"
     print "Memory at 10,000 connections" \
         " (server VmRSS growth per connection; peak VmHWM):"
     for (i = 1; i <= 3; i++) {
@@ -277,6 +320,9 @@ END {
     print "Bulk, 1 connection x 64 KiB messages:"
     line("ev", "bulk", "bulk", 0, 0, 0.95)
     line("poll", "bulk", "bulk", 0, 0, 0.95)
+    # naive: 16 KiB buffer, recv then sendall, no option set (issue 12):
+    # Nagle plus delayed ACKs would stall it unless TCP_NODELAY is default.
+    line("naive", "bulk", "bulk", 0, 0, 0.90)
     print "UDP ping-pong (baseline: blocking recvfrom/sendto loop;" \
         " 100 sockets: epoll):"
     line("uev", "u1", "1 socket", 0, 0, 0.90)
@@ -329,4 +375,60 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
         err[s, k] + err[s, b])
     print out
 }' "$REC"
+
+# ---------------------------------------------------------------------------
+#  HTTP: examples/http_server against nginx under wrk (issue 12).
+# ---------------------------------------------------------------------------
+echo
+sh "$(dirname "$0")/http.sh" "$B"
+
+# ---------------------------------------------------------------------------
+#  Every core: examples/multicore_echo_server (a hub and an SO_REUSEPORT
+#  listener per thread) at 1 and 2 threads against usock_echo (one hub: the
+#  threaded_echo_server pattern without its greeting), 100 connections of
+#  64 B.  Nothing is pinned: on a 2-CPU machine the load generator shares
+#  the cores with the server's threads, so -t 2 gains less than 2x.
+# ---------------------------------------------------------------------------
+MC=$B/../examples/multicore_echo_server
+# mc_rtt PROG ARGS...: start a server printing "listening on …:PORT", load
+# it for D seconds, print its rt/s.
+mc_rtt() {
+    : > "$TMP/mc.out"
+    env USOCKET_REACTOR=ev "$@" > "$TMP/mc.out" 2>/dev/null &
+    SPID=$!
+    p=$(wait_port "$TMP/mc.out")
+    out=
+    [ -n "$p" ] && out=$("$B/echo_load" -p "$p" -c 100 -s 64 -d "$D" \
+        -w "$W" -P "$SPID")
+    kill "$SPID" 2>/dev/null
+    wait "$SPID" 2>/dev/null
+    SPID=
+    echo "  every core: $* -> $out" >&2
+    field rtt_per_s "$out"
+}
+mc_median() {
+    tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END {
+        print NR == 0 ? 0 : NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+if [ -x "$MC" ]; then
+    one= t1= t2=
+    n=$((QUICK ? 1 : 3))
+    while [ "$n" -gt 0 ]; do
+        one="$one $(mc_rtt "$B/usock_echo" 0 16384)"
+        t1="$t1 $(mc_rtt "$MC" -q -t 1 127.0.0.1:0)"
+        t2="$t2 $(mc_rtt "$MC" -q -t 2 127.0.0.1:0)"
+        n=$((n - 1))
+    done
+    one=$(echo "$one" | mc_median) t1=$(echo "$t1" | mc_median)
+    t2=$(echo "$t2" | mc_median)
+    echo "Every core (100 conns, 64 B, unpinned: the load generator shares" \
+        "the $(nproc) CPUs; measure on an idle machine):"
+    awk -v o="$one" -v a="$t1" -v b="$t2" 'BEGIN {
+        f = "  usock_echo (1 hub) %d rt/s; multicore_echo_server"
+        f = f " -t 1 %d rt/s (%.2fx), -t 2 %d rt/s (%.2fx)\n"
+        printf f, o, a, (o > 0 ? a / o : 0), b, (o > 0 ? b / o : 0) }'
+fi
+# Channels: items/s beside Go's channels (bench/chan.sh).
+echo "channels ..." >&2
+sh "$(dirname "$0")/chan.sh" "$B" "$QUICK"
 sh "$(dirname "$0")/tls.sh" "$B" # TLS: handshakes/s, bulk MB/s, memory per idle connection

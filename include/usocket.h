@@ -186,7 +186,7 @@ USOCK_EXTERN ssize_t usock_read(usock_t *s, void *buf, size_t n);
 /* Read through '\n' (included) into buf, at most n-1 bytes, NUL-terminated.
  * Returns the length (0 at end of stream); a line longer than n-1 comes back
  * in pieces of n-1 bytes.  No byte is lost on failure.  Errors: EINVAL (NULL,
- * n == 0), and as usock_recv. */
+ * n < 2), and as usock_recv. */
 USOCK_EXTERN ssize_t usock_readline(usock_t *s, char *buf, size_t n);
 
 /* Write all n bytes unless the timeout, the deadline, non-blocking mode or an
@@ -289,6 +289,11 @@ USOCK_EXTERN double usock_setdeadline(double when);
  * to pages).  Errors: EINVAL (below 16 KiB or above 1 GiB). */
 USOCK_EXTERN int usock_setstacksize(size_t bytes);
 
+/* The most tasks one hub may have alive at once, in every thread from now
+ * on (0: no cap, the default); usock_spawn beyond it fails with EAGAIN,
+ * and posts wait until a task finishes.  Returns the previous cap. */
+USOCK_EXTERN size_t usock_setmaxtasks(size_t n);
+
 /* ========================================================================== */
 /*  Hubs: embedding and many threads                                          */
 /* ========================================================================== */
@@ -311,6 +316,69 @@ USOCK_EXTERN int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg);
 /* Thread-safe: cancel every task of hub h; its usock_run then returns once
  * they have finished.  Errors: EINVAL. */
 USOCK_EXTERN int usock_hub_shutdown(usock_hub_t *h);
+
+/* Embedding in any other loop (glib, libuv, poll, select): watch
+ * usock_hub_fd() for reading beside the loop's own fds, wait at most
+ * usock_hub_timeout() seconds (0: now; USOCK_NONE: no deadline), then call
+ * usock_hub_run_nowait(), which runs what is ready without blocking and
+ * returns the number of tasks still alive.  Errors: ENOTSUP (poll reactor;
+ * usock_hub_timeout then returns USOCK_NONE), EBUSY (the hub uses a libev
+ * loop), EDEADLK (run_nowait from a task), EMFILE, ENOMEM. */
+USOCK_EXTERN int usock_hub_fd(void);
+USOCK_EXTERN double usock_hub_timeout(void);
+USOCK_EXTERN int usock_hub_run_nowait(void);
+
+/* ========================================================================== */
+/*  Conditions and channels: tasks and threads talking to each other          */
+/* ========================================================================== */
+
+/* Both are thread-safe: tasks of any hub and plain threads may share one.
+ * Timeouts follow the socket rules (USOCK_NONE forever, 0 never waits:
+ * EAGAIN, t > 0 at most t s: ETIMEDOUT), with the task deadline and cancel
+ * (ECANCELED); waiters are served in FIFO order.  See usocket(7). */
+typedef struct usock_cond usock_cond_t;
+typedef struct usock_chan usock_chan_t;
+
+/* A condition variable for tasks (State Threads' st_cond).  Errors: ENOMEM. */
+USOCK_EXTERN usock_cond_t *usock_cond_new(void);
+
+/* Wait until signalled.  Errors: EINVAL (NULL, bad timeout), EAGAIN (timeout
+ * 0), ETIMEDOUT, ECANCELED, EBADF (freed while waiting). */
+USOCK_EXTERN int usock_cond_wait(usock_cond_t *c, double timeout);
+
+/* Wake the longest waiter, or every waiter; nothing is remembered when none
+ * waits.  Errors: EINVAL (NULL). */
+USOCK_EXTERN int usock_cond_signal(usock_cond_t *c);
+USOCK_EXTERN int usock_cond_broadcast(usock_cond_t *c);
+
+/* Free c (NULL is ignored); its waiters wake with EBADF. */
+USOCK_EXTERN void usock_cond_free(usock_cond_t *c);
+
+/* A FIFO of fixed-size items (Go's channels, gevent's Queue) holding up to
+ * `capacity` items; capacity 0: each send waits for a receiver.
+ * Errors: EINVAL (item_size 0), ENOMEM. */
+USOCK_EXTERN usock_chan_t *usock_chan_new(size_t item_size, size_t capacity);
+
+/* Copy item in, waiting while the channel is full.  Errors: EINVAL, EAGAIN,
+ * ETIMEDOUT, ECANCELED, EPIPE (closed, whatever the timeout), EBADF (freed
+ * while waiting). */
+USOCK_EXTERN int usock_chan_send(usock_chan_t *ch, const void *item,
+                                 double timeout);
+
+/* Copy the oldest item out, waiting while the channel is empty.  Errors as
+ * for send; EPIPE once closed and drained (even with timeout 0). */
+USOCK_EXTERN int usock_chan_recv(usock_chan_t *ch, void *item, double timeout);
+
+/* Later sends fail with EPIPE and blocked senders wake with EPIPE; receivers
+ * drain what is queued, then get EPIPE.  Errors: EINVAL, EPIPE (closed
+ * already). */
+USOCK_EXTERN int usock_chan_close(usock_chan_t *ch);
+
+/* Items buffered (never a blocked sender's; 0 for NULL). */
+USOCK_EXTERN size_t usock_chan_len(const usock_chan_t *ch);
+
+/* Free ch (NULL is ignored); its waiters wake with EBADF. */
+USOCK_EXTERN void usock_chan_free(usock_chan_t *ch);
 
 /* ========================================================================== */
 /*  TLS (OpenSSL 3): wrap a connected stream socket in place                  */

@@ -22,6 +22,16 @@
  * started once and then closed without io_forget breaks the contract; libev
  * may abort on it.
  *
+ * For a loop that is not libev (wait_fd, usock_hub_fd) the loop's epoll fd
+ * is put in an epoll set of our own, with an eventfd that wakeup() writes:
+ * libev's ev_async only writes its pipe while ev_run is blocked in the
+ * kernel, which never happens while another loop waits for us.  The outer
+ * set keeps one fd number even when libev makes its backend fd anew (after
+ * a fork, or when it finds the kernel's set out of step: an ev_fork
+ * watcher tells us).  libev has no call that returns its backend fd, but
+ * ev_embed_start puts it in the ev_io of an ev_embed (ev.h shows that
+ * member): a watcher started on a throw-away select(2) loop reads it.
+ *
  * On a foreign loop the internal watchers (async, prepare, alarm, soon) are
  * ev_unref'd after they start and ev_ref'd before they stop, so they never
  * keep the daemon's ev_run alive by themselves.  On our own loop they stay
@@ -37,7 +47,10 @@
 #include <string.h>
 
 #include <ev.h>
+#include <pthread.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "reactor.h"
@@ -84,6 +97,12 @@ struct state {
         int ev;
     } *fired;
     size_t nfired, capfired;
+    /* wait_fd: the outer epoll set (-1 until asked for), the backend fd
+     * it holds, and the eventfd wakeup() writes (-1 until then; atomic),
+     * with `kicked` set while a write is not yet read (atomic). */
+    int outer, inner, kick, kicked;
+    ev_fork reborn;      /* libev makes its backend fd anew */
+    int renew;           /* reborn fired: find the backend fd again */
 };
 
 /* Called after an internal watcher starts and before it stops. */
@@ -130,7 +149,7 @@ static void call(struct state *s, struct entry *e, int ev)
 static int grow_fired(struct state *s)
 {
     size_t n = s->capfired ? s->capfired * 2 : 64;
-    struct fired *f = realloc(s->fired, n * sizeof(*f));
+    struct fired *f = usock__realloc(s->fired, n * sizeof(*f));
 
     if (f == NULL) {
         return -1; /* on_io makes the callback at once instead */
@@ -178,6 +197,7 @@ static void on_io(struct ev_loop *loop, ev_io *io, int revents)
             ev_io_modify(io, to_ev(e->mask));
             ev_io_start(loop, io);
         }
+        s->r->dirty = 1; /* libev tells epoll in its next pass */
     }
     if (e->w == NULL || ev == 0) {
         return;
@@ -260,6 +280,7 @@ static void on_prepare(struct ev_loop *loop, ev_prepare *p, int revents)
 {
     struct state *s = p->data;
 
+    s->r->dirty = 0; /* libev applies every change after this */
     if (s->foreign && s->r->hooks.tick != NULL) {
         s->r->hooks.tick(s->r->hooks.owner);
     }
@@ -295,7 +316,7 @@ static int grow(struct state *s, int fd)
     while (n <= (size_t)fd) {
         n *= 2;
     }
-    t = realloc(s->fds, n * sizeof(struct entry *));
+    t = usock__realloc(s->fds, n * sizeof(struct entry *));
     if (t == NULL) {
         errno = ENOMEM;
         return -1;
@@ -316,7 +337,7 @@ static struct entry *entry_of(struct state *s, int fd)
     }
     e = s->fds[fd];
     if (e == NULL) {
-        if (posix_memalign((void **)&e, 64, sizeof(*e)) != 0) {
+        if (usock__memalign((void **)&e, 64, sizeof(*e)) != 0) {
             errno = ENOMEM;
             return NULL;
         }
@@ -343,14 +364,78 @@ static void start_internal(struct state *s)
     unref_started(s);
 }
 
+/*
+ * libev aborts when an allocation fails (ev.pod, ev_set_allocator) and
+ * when a system call it retries fails (ev_set_syserr_cb: epoll_wait).
+ * Both settings are process-wide.  We install ours at the first reactor
+ * made on a loop of our own, and never when the first one is a daemon's
+ * loop (usock_hub_use_ev_loop): that daemon keeps its own settings.
+ *
+ * Allocation: libev cannot take a NULL back, so ev_alloc never returns
+ * one.  On failure it frees an emergency reserve kept for this moment and
+ * tries again; while that is not enough it waits (1 ms, doubling to
+ * 100 ms) and tries again.  A hub out of memory inside libev stalls until
+ * memory comes back instead of killing the process.
+ *
+ * A failed system call is noted for run_once, which returns -1 with its
+ * errno: the hub then ends its blocked calls with it (never a spin).
+ */
+static void *reserve;                     /* freed at the first failure */
+static __thread int syserr;               /* errno of libev's last failure */
+static pthread_once_t install_once = PTHREAD_ONCE_INIT;
+
+static void *ev_alloc(void *p, long size)
+{
+    long gap = 1000000;
+
+    if (size == 0) {
+        free(p);
+        return NULL;
+    }
+    for (;;) {
+        void *q = usock__realloc(p, (size_t)size);
+        if (q != NULL) {
+            return q;
+        }
+        void *r = __atomic_exchange_n(&reserve, NULL, __ATOMIC_ACQ_REL);
+        if (r != NULL) {
+            free(r);
+            continue;
+        }
+        struct timespec ts = {0, gap};
+        nanosleep(&ts, NULL);
+        gap = gap * 2 > 100000000 ? 100000000 : gap * 2;
+    }
+}
+
+static void on_syserr(const char *msg)
+{
+    (void)msg;
+    syserr = errno != 0 ? errno : EIO;
+}
+
+static void install(void)
+{
+    reserve = malloc(256 * 1024);
+    ev_set_allocator(ev_alloc);
+    ev_set_syserr_cb(on_syserr);
+}
+
 static int init(struct usock__reactor *r, void *foreign_loop)
 {
-    struct state *s = calloc(1, sizeof(*s));
+    static int first = 1; /* atomic: the first init decides */
+    struct state *s;
 
+    if (__atomic_exchange_n(&first, 0, __ATOMIC_ACQ_REL) &&
+        foreign_loop == NULL) {
+        pthread_once(&install_once, install);
+    }
+    s = usock__calloc(1, sizeof(*s));
     if (s == NULL) {
         return -1;
     }
     s->r = r;
+    s->outer = s->inner = s->kick = -1;
     s->foreign = foreign_loop != NULL;
     s->loop = foreign_loop;
     if (s->loop == NULL) {
@@ -416,6 +501,11 @@ static void destroy(struct usock__reactor *r)
     ev_prepare_stop(s->loop, &s->prep);
     ref_stopping(s);
     ev_async_stop(s->loop, &s->wake);
+    if (s->outer >= 0) {
+        ev_fork_stop(s->loop, &s->reborn);
+        close(s->outer);
+        close(s->kick);
+    }
     if (!s->foreign) {
         ev_loop_destroy(s->loop);
     }
@@ -436,6 +526,7 @@ static void take_over(struct entry *e, struct usock__io *w, int events)
  * for start_fresh. */
 static void start(struct state *s, struct entry *e)
 {
+    s->r->dirty = 1;
     if (!e->open) {
         if (!e->queued) {
             e->queued = 1;
@@ -546,8 +637,128 @@ static void timer_set(struct usock__reactor *r, int64_t deadline)
 static void wakeup(struct usock__reactor *r)
 {
     struct state *s = r->impl;
+    int k = __atomic_load_n(&s->kick, __ATOMIC_ACQUIRE);
 
     ev_async_send(s->loop, &s->wake);
+    if (k >= 0 && !__atomic_exchange_n(&s->kicked, 1, __ATOMIC_SEQ_CST)) {
+        uint64_t one = 1;
+        if (write(k, &one, sizeof one) < 0) {
+            /* The counter is full (it never is): the fd is readable. */
+        }
+    }
+}
+
+/* Take in a wakeup written to kick: read it, then clear `kicked` (a waker
+ * that saw it still set skipped its write, and its message is already
+ * queued for the hub, which looks after this pass). */
+static void unkick(struct state *s)
+{
+    if (s->kick >= 0 && __atomic_load_n(&s->kicked, __ATOMIC_ACQUIRE)) {
+        uint64_t n;
+        if (read(s->kick, &n, sizeof n) < 0) {
+            /* EAGAIN: already read. */
+        }
+        __atomic_exchange_n(&s->kicked, 0, __ATOMIC_SEQ_CST);
+        s->woken = 1;
+    }
+}
+
+/* The epoll fd of loop (its backend is epoll, which is embeddable), or -1
+ * with errno ENOMEM. */
+static int backend_fd(struct ev_loop *loop)
+{
+    struct ev_loop *probe = ev_loop_new(EVBACKEND_SELECT | EVFLAG_NOENV);
+    ev_embed w;
+    int fd;
+
+    if (probe == NULL) {
+        errno = ENOMEM;
+        return -1;
+    }
+    ev_embed_init(&w, NULL, loop);
+    ev_embed_start(probe, &w); /* never runs: no system call */
+    fd = w.io.fd;
+    ev_embed_stop(probe, &w);
+    ev_loop_destroy(probe);
+    return fd;
+}
+
+/* Put the loop's backend fd in the outer set.  0, or -1 with errno. */
+static int add_inner(struct state *s)
+{
+    struct epoll_event ev = {.events = EPOLLIN};
+
+    if ((ev.data.fd = backend_fd(s->loop)) < 0) {
+        return -1;
+    }
+    if (epoll_ctl(s->outer, EPOLL_CTL_ADD, ev.data.fd, &ev) < 0 &&
+        errno != EEXIST) {
+        return -1;
+    }
+    s->inner = ev.data.fd;
+    return 0;
+}
+
+static void on_reborn(struct ev_loop *loop, ev_fork *f, int revents)
+{
+    struct state *s = f->data;
+
+    s->renew = 1; /* libev makes the new fd after the fork watchers */
+}
+
+/* After a pass in which libev made its backend fd anew (the old one left
+ * the outer set when libev closed it). */
+static void keep_inner(struct state *s)
+{
+    if (s->renew) {
+        s->renew = 0;
+        if (add_inner(s) < 0) {
+            s->renew = 1; /* try again after the next pass */
+        }
+    }
+}
+
+static int wait_fd(struct usock__reactor *r)
+{
+    struct state *s = r->impl;
+    struct epoll_event ev = {.events = EPOLLIN};
+    int o, k, e;
+
+    if (s->outer >= 0) {
+        return s->outer;
+    }
+    if (s->foreign || ev_backend(s->loop) != EVBACKEND_EPOLL ||
+        !(ev_embeddable_backends() & EVBACKEND_EPOLL) ||
+        !(ev_supported_backends() & EVBACKEND_SELECT)) {
+        errno = ENOTSUP;
+        return -1;
+    }
+    if ((o = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+        return -1;
+    }
+    if ((k = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0) {
+        goto fail_outer;
+    }
+    ev.data.fd = k;
+    s->outer = o;
+    if (epoll_ctl(o, EPOLL_CTL_ADD, k, &ev) < 0 || add_inner(s) < 0) {
+        s->outer = -1;
+        goto fail_kick;
+    }
+    ev_fork_init(&s->reborn, on_reborn);
+    s->reborn.data = s;
+    ev_fork_start(s->loop, &s->reborn);
+    __atomic_store_n(&s->kick, k, __ATOMIC_RELEASE);
+    return o;
+fail_kick:
+    e = errno;
+    close(k);
+    errno = e;
+fail_outer:
+    e = errno;
+    close(o);
+    errno = e;
+    return -1;
 }
 
 /* One loop iteration with `until` armed for the deadline. */
@@ -571,6 +782,8 @@ static int run_once(struct usock__reactor *r, int64_t deadline)
 
     s->calls = 0;
     s->woken = 0;
+    syserr = 0;
+    unkick(s);
     /* Not on a daemon's loop: there tasks run inside ev_run (tick) and
      * could close and reuse an fd between an event and its callback. */
     s->deferring = !s->foreign;
@@ -580,11 +793,17 @@ static int run_once(struct usock__reactor *r, int64_t deadline)
         do {
             iterate(s, deadline);
         } while (!s->foreign && s->calls == 0 && s->nfired == 0 &&
-                 !s->woken &&
+                 !s->woken && syserr == 0 &&
                  (deadline == USOCK__NEVER || usock__clock_ns() < deadline));
     }
     s->deferring = 0;
+    keep_inner(s);
     call_fired(s);
+    if (syserr != 0) {
+        errno = syserr;
+        syserr = 0;
+        return -1;
+    }
     return s->calls;
 }
 
@@ -598,4 +817,5 @@ const struct usock__reactor_ops usock__reactor_ev = {
     .timer_set = timer_set,
     .wakeup = wakeup,
     .run_once = run_once,
+    .wait_fd = wait_fd,
 };

@@ -83,7 +83,7 @@ static int grow(struct usock__heap *h)
         errno = ENOMEM;
         return -1;
     }
-    a = realloc(h->a, cap * sizeof(struct usock__heap_node *));
+    a = usock__realloc(h->a, cap * sizeof(struct usock__heap_node *));
     if (a == NULL) {
         errno = ENOMEM;
         return -1;

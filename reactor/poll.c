@@ -85,12 +85,12 @@ static int grow_slots(struct state *s)
     struct pollfd *pfd;
     struct usock__io **who;
 
-    pfd = realloc(s->pfd, cap * sizeof(*pfd));
+    pfd = usock__realloc(s->pfd, cap * sizeof(*pfd));
     if (pfd == NULL) {
         return -1;
     }
     s->pfd = pfd;
-    who = realloc(s->who, cap * sizeof(struct usock__io *));
+    who = usock__realloc(s->who, cap * sizeof(struct usock__io *));
     if (who == NULL) {
         return -1;
     }
@@ -112,7 +112,7 @@ static int grow_map(struct state *s, int fd)
         errno = ENOMEM;
         return -1;
     }
-    slot = realloc(s->slot, n * sizeof(*slot));
+    slot = usock__realloc(s->slot, n * sizeof(*slot));
     if (slot == NULL) {
         return -1;
     }
@@ -169,7 +169,7 @@ static int init(struct usock__reactor *r, void *foreign_loop)
         errno = ENOTSUP;
         return -1;
     }
-    s = calloc(1, sizeof(*s));
+    s = usock__calloc(1, sizeof(*s));
     if (s == NULL) {
         return -1;
     }

@@ -73,3 +73,57 @@ int usock__ms_until(int64_t deadline)
     ms = left / NS_PER_MS + (left % NS_PER_MS != 0);
     return ms > INT_MAX ? INT_MAX : (int)ms;
 }
+
+/* ------------------------------------------------------------------------ */
+/*  Allocation, with the test hook of reactor.h                             */
+/* ------------------------------------------------------------------------ */
+
+static long alloc_countdown; /* atomic: > 0 while a failure is armed */
+
+void usock__alloc_fail_in(long n)
+{
+    __atomic_store_n(&alloc_countdown, n > 0 ? n : 0, __ATOMIC_SEQ_CST);
+}
+
+long usock__alloc_fail_left(void)
+{
+    return __atomic_load_n(&alloc_countdown, __ATOMIC_SEQ_CST);
+}
+
+/* 1 when this allocation is the one the test hook fails. */
+static int injected(void)
+{
+    long c = __atomic_load_n(&alloc_countdown, __ATOMIC_RELAXED);
+
+    while (c > 0) {
+        if (__atomic_compare_exchange_n(&alloc_countdown, &c, c - 1, 0,
+                                        __ATOMIC_SEQ_CST, __ATOMIC_RELAXED)) {
+            if (c == 1) {
+                errno = ENOMEM;
+                return 1;
+            }
+            return 0;
+        }
+    }
+    return 0;
+}
+
+void *usock__malloc(size_t n)
+{
+    return injected() ? NULL : malloc(n);
+}
+
+void *usock__calloc(size_t k, size_t n)
+{
+    return injected() ? NULL : calloc(k, n);
+}
+
+void *usock__realloc(void *p, size_t n)
+{
+    return injected() ? NULL : realloc(p, n);
+}
+
+int usock__memalign(void **p, size_t align, size_t n)
+{
+    return injected() ? ENOMEM : posix_memalign(p, align, n);
+}

@@ -76,6 +76,8 @@ struct usock__reactor {
     const void *hint; /* while a readiness callback runs: the backend's
                          record of that fd, which the woken task's next
                          io_set touches (the hub prefetches it); else NULL */
+    int dirty;        /* set by a backend whose watch changes reach the
+                         kernel (and so wait_fd) only in its next pass */
 };
 
 struct usock__reactor_ops {
@@ -112,6 +114,14 @@ struct usock__reactor_ops {
      * limit), dispatch their callbacks, return.  Returns the number of
      * callbacks made, or -1 with errno (EINTR is not an error: 0). */
     int (*run_once)(struct usock__reactor *r, int64_t deadline);
+
+    /* For a loop that is not libev (usock_hub_fd): a descriptor that is
+     * readable while run_once(r, 0) has events to take in or a wakeup
+     * came, and not otherwise once run_once(r, 0) has applied the watches
+     * set since the last pass.  Its number stays the same while r lives.
+     * Made on the first call; -1 with errno (ENOTSUP: this backend, or a
+     * foreign loop, cannot give one; EMFILE ...).  NULL: not supported. */
+    int (*wait_fd)(struct usock__reactor *r);
 };
 
 USOCK__HIDDEN extern const struct usock__reactor_ops usock__reactor_poll;
@@ -130,5 +140,19 @@ USOCK__HIDDEN int64_t usock__clock_ns(void);
 /* Milliseconds to wait for poll(2)/epoll from now until deadline, rounded
  * up so a wait never ends early: -1 for USOCK__NEVER, 0 when past. */
 USOCK__HIDDEN int usock__ms_until(int64_t deadline);
+
+/*
+ * Allocation for the whole library (src/ and reactor/), with a test hook:
+ * usock__alloc_fail_in(n) makes the n-th allocation from now fail with
+ * ENOMEM (1: the next one), once; 0 disarms it.  usock__alloc_fail_left()
+ * is what is left of the count (0 once the failure was injected).
+ */
+#include <stddef.h>
+USOCK__HIDDEN void *usock__malloc(size_t n);
+USOCK__HIDDEN void *usock__calloc(size_t k, size_t n);
+USOCK__HIDDEN void *usock__realloc(void *p, size_t n);
+USOCK__HIDDEN int usock__memalign(void **p, size_t align, size_t n);
+USOCK__HIDDEN void usock__alloc_fail_in(long n);
+USOCK__HIDDEN long usock__alloc_fail_left(void);
 
 #endif /* USOCKET_REACTOR_H */

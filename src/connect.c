@@ -16,6 +16,9 @@ static int check_addr(const struct usock *s, const usock_addr_t *a)
     if (!s || !a || a->len == 0 || a->len > sizeof(a->u)) {
         return usock__fail(EINVAL);
     }
+    if (usock__closed(s)) {
+        return -1;
+    }
     if (a->u.sa.sa_family != s->family) {
         return usock__fail(EAFNOSUPPORT);
     }
@@ -34,6 +37,9 @@ int usock_listen(usock_t *s, int backlog)
 {
     if (!s) {
         return usock__fail(EINVAL);
+    }
+    if (usock__closed(s)) {
+        return -1;
     }
     if (s->type != SOCK_STREAM) {
         return usock__fail(EOPNOTSUPP);
@@ -75,8 +81,8 @@ usock_t *usock_accept(usock_t *s, usock_addr_t *peer)
     int64_t backoff = 1000000; /* 1 ms, doubling up to 100 ms */
     usock_addr_t from;
 
-    if (!s) {
-        errno = EINVAL;
+    if (!s || usock__closed(s)) {
+        errno = s ? EBADF : EINVAL;
         return NULL;
     }
     if (s->type != SOCK_STREAM) {
@@ -156,17 +162,30 @@ int usock_connect(usock_t *s, const usock_addr_t *a)
         return usock__fail(EISCONN);
     }
     s->tried = 1;
-    if (connect(s->fd, &a->u.sa, a->len) == 0) {
-        s->connected = 1;
-        return 0;
+    int64_t dl = USOCK__DL_UNSET;
+    int64_t backoff = 1000000; /* 1 ms, doubling up to 100 ms */
+    for (;;) {
+        if (connect(s->fd, &a->u.sa, a->len) == 0) {
+            s->connected = 1;
+            return 0;
+        }
+        /* EINTR: the connection goes on in the background, as
+         * EINPROGRESS. */
+        if (errno == EINPROGRESS || errno == EINTR ||
+            (errno == EAGAIN && s->family != AF_UNIX)) {
+            return finish_connect(s);
+        }
+        if (errno != EAGAIN || s->timeout == 0) {
+            return -1;
+        }
+        /* An AF_UNIX listener's backlog is full, and nothing says when it
+         * has room: try again after a back-off, until the timeout. */
+        if (usock__backoff(s, USOCK__OUT, &dl,
+                           usock__clock_ns() + backoff) < 0) {
+            return -1;
+        }
+        backoff = backoff * 2 > 100000000 ? 100000000 : backoff * 2;
     }
-    /* EINTR: the connection goes on in the background, as EINPROGRESS.
-     * EAGAIN: an AF_UNIX listener's backlog is full. */
-    if (errno == EINPROGRESS || errno == EINTR ||
-        (errno == EAGAIN && s->family != AF_UNIX)) {
-        return finish_connect(s);
-    }
-    return -1;
 }
 
 int usock_connect_ex(usock_t *s, const usock_addr_t *a)

@@ -160,6 +160,103 @@ static void drain_inbox(struct usock_hub *h)
     }
 }
 
+/* ------------------------------------------------------------------------ */
+/*  Posts                                                                   */
+/* ------------------------------------------------------------------------ */
+
+struct post {
+    void (*fn)(void *);
+    void *arg;
+    struct post *next; /* in hub->deferred */
+};
+
+/* Keep p at the end of h's deferred posts; the first retry comes in 1 ms,
+ * then the gap doubles up to 100 ms while spawning keeps failing. */
+static void defer_post(struct usock_hub *h, struct post *p)
+{
+    struct post **tail = (struct post **)&h->deferred;
+
+    while (*tail) {
+        tail = &(*tail)->next;
+    }
+    p->next = NULL;
+    *tail = p;
+    if (h->retry_gap == 0) {
+        h->retry_gap = 1000000;
+        h->retry_at = usock__clock_ns() + h->retry_gap;
+    }
+}
+
+/* On the hub's thread: start a posted function as a task.  A post that
+ * returned 0 runs (DESIGN "Allocation failure"): when the task cannot be
+ * spawned now, the post waits in hub->deferred, behind older ones. */
+static void post_spawn(void *arg)
+{
+    struct post *p = arg;
+    struct usock_hub *h = usock__tls_hub;
+
+    if (h == NULL) { /* the thread's hub is going away */
+        free(p);
+        return;
+    }
+    if (h->deferred == NULL && usock_spawn(p->fn, p->arg) > 0) {
+        free(p);
+        return;
+    }
+    defer_post(h, p);
+}
+
+/* Try the deferred posts again, in order, once their time has come. */
+static void retry_posts(struct usock_hub *h, int64_t now)
+{
+    struct post *p;
+
+    if (h->deferred == NULL || now < h->retry_at) {
+        return;
+    }
+    while ((p = h->deferred) != NULL) {
+        if (usock_spawn(p->fn, p->arg) <= 0) {
+            h->retry_gap = h->retry_gap * 2 > 100000000 ? 100000000
+                                                        : h->retry_gap * 2;
+            h->retry_at = now + h->retry_gap;
+            return;
+        }
+        h->deferred = p->next;
+        free(p);
+    }
+    h->retry_gap = 0;
+}
+
+static void free_posts(struct usock_hub *h)
+{
+    struct post *p, *next;
+
+    for (p = h->deferred; p; p = next) {
+        next = p->next;
+        free(p);
+    }
+    h->deferred = NULL;
+}
+
+/* The reactor cannot wait (a failed poll(2) or epoll_wait): end every
+ * blocked call of the hub with that errno rather than retry at once. */
+static void fail_waits(struct usock_hub *h, int e)
+{
+    if (e == 0 || e == EINTR) {
+        return;
+    }
+    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
+        for (struct usock__task *t = h->ids[i]; t; t = t->hnext) {
+            if (t->wait) {
+                usock__wake(t->wait, e);
+            }
+        }
+    }
+    if (h->main.wait) {
+        usock__wake(h->main.wait, e);
+    }
+}
+
 /*
  * One reactor pass: wait for I/O until the earliest timer (or not at all
  * when `block` is 0 or tasks are ready), then fire due timers and run the
@@ -172,16 +269,22 @@ static void poll_once(struct usock_hub *h, int block)
     if (block && !h->rq_head) {
         struct usock__heap_node *n = usock__heap_top(&h->timers);
         deadline = n ? n->key : USOCK__NEVER;
+        if (h->deferred && h->retry_at < deadline) {
+            deadline = h->retry_at;
+        }
         if (deadline <= 0) {
             deadline = 1; /* already due: do not block (0 is "no wait") */
         }
     }
-    h->reactor.ops->run_once(&h->reactor, deadline);
+    if (h->reactor.ops->run_once(&h->reactor, deadline) < 0) {
+        fail_waits(h, errno);
+    }
     h->last_poll = usock__clock_ns();
     if (h->timers.n) {
         fire_timers(h, h->last_poll);
     }
     drain_inbox(h);
+    retry_posts(h, h->last_poll);
     h->round_left = h->rq_len;
 }
 
@@ -235,6 +338,7 @@ static void embed_tick(void *owner)
         fire_timers(h, usock__clock_ns());
     }
     drain_inbox(h);
+    retry_posts(h, usock__clock_ns());
     round = round > h->rq_len ? round : h->rq_len;
     while (round-- > 0 && (t = rq_pop(h))) {
         if (t == &h->main) {
@@ -244,8 +348,11 @@ static void embed_tick(void *owner)
         }
     }
     struct usock__heap_node *n = usock__heap_top(&h->timers);
-    h->reactor.ops->timer_set(&h->reactor,
-                              h->rq_head ? 1 : n ? n->key : USOCK__NEVER);
+    int64_t next = h->rq_head ? 1 : n ? n->key : USOCK__NEVER;
+    if (h->deferred && h->retry_at < next) {
+        next = h->retry_at;
+    }
+    h->reactor.ops->timer_set(&h->reactor, next);
 }
 
 /* Embedded: the hub has work while tasks live or the thread's own context
@@ -253,7 +360,8 @@ static void embed_tick(void *owner)
 static int embed_busy(void *owner)
 {
     struct usock_hub *h = owner;
-    return h->ntasks > 0 || h->rq_head != NULL || h->main.wait != NULL;
+    return h->ntasks > 0 || h->rq_head != NULL || h->main.wait != NULL ||
+           h->deferred != NULL;
 }
 
 /* A blocking call made by the daemon's own code: run the daemon's loop one
@@ -273,6 +381,9 @@ static void embed_block(struct usock_hub *h)
 /* The next task to run, after a reactor pass when the round is over. */
 static struct usock__task *next_task(struct usock_hub *h)
 {
+    if (h->driving) {
+        return &h->main; /* usock__hub_drive pops the next one */
+    }
     if (h->embedded) {
         /* The thread's own context is inside embed_tick (the daemon's
          * loop): going back to it is going back to the loop. */
@@ -300,6 +411,31 @@ static struct usock__task *next_task(struct usock_hub *h)
             }
         }
         poll_once(h, h->rq_head == NULL);
+    }
+}
+
+void usock__hub_drive(struct usock_hub *h)
+{
+    struct usock__task *t;
+    size_t round;
+
+    h->reactor.ops->run_once(&h->reactor, 0);
+    h->last_poll = usock__clock_ns();
+    if (h->timers.n) {
+        fire_timers(h, h->last_poll);
+    }
+    drain_inbox(h);
+    round = h->rq_len;
+    h->driving = 1;
+    while (round-- > 0 && (t = rq_pop(h))) {
+        if (t != &h->main) {
+            switch_to(h, &h->main, t);
+        }
+    }
+    h->driving = 0;
+    if (h->reactor.dirty) {
+        /* The backend hands watch changes to the kernel in a pass. */
+        h->reactor.ops->run_once(&h->reactor, 0);
     }
 }
 
@@ -364,7 +500,8 @@ static size_t id_slot(const struct usock_hub *h, int id)
 static int ids_grow(struct usock_hub *h)
 {
     size_t n = h->ids ? (h->ids_mask + 1) * 2 : 64;
-    struct usock__task **t = calloc(n, sizeof(struct usock__task *));
+    struct usock__task **t =
+        usock__calloc(n, sizeof(struct usock__task *));
     size_t old = h->ids ? h->ids_mask + 1 : 0;
 
     if (!t) {
@@ -430,12 +567,39 @@ struct usock__task *usock__task_find(struct usock_hub *h, int id)
 /*  Life cycle                                                              */
 /* ------------------------------------------------------------------------ */
 
-/* Thread exit: release the hub, its reactor and every unfinished task. */
+static void cancel_all(void *arg);
+
+/*
+ * Thread exit with tasks alive (DESIGN "Lifetimes across threads"): cancel
+ * them and run them until every one has finished, so each blocked call
+ * returns ECANCELED and the task's own code closes its sockets.  New posts
+ * are refused, and tasks they spawned are cancelled too.  Only from the
+ * thread's own context (a task calling pthread_exit cannot be unwound).
+ */
+static void unwind(struct usock_hub *h)
+{
+    if (h->current != &h->main || !h->has_reactor || h->ntasks == 0) {
+        return;
+    }
+    __atomic_store_n(&h->shutdown, 1, __ATOMIC_RELEASE);
+    while (h->ntasks > 0) {
+        cancel_all(h);
+        if (h->embedded) {
+            embed_tick(h);
+        } else {
+            usock__ready(h, &h->main);
+            usock__hub_block(h);
+        }
+    }
+}
+
+/* Thread exit: unwind the tasks, then release the hub and its reactor. */
 static void hub_destroy(void *arg)
 {
     struct usock_hub *h = arg;
     int jobs;
 
+    unwind(h);
     usock__tls_hub = NULL;
     /* From here on no message gets in, and no worker touches the reactor
      * (they wake it under the lock). */
@@ -464,6 +628,7 @@ static void hub_destroy(void *arg)
     /* Late messages: posts are dropped (the hub is no longer this thread's),
      * resolver results are freed (their waiters were unlinked above). */
     drain_inbox(h);
+    free_posts(h);
     usock__stack_drain();
     /* Whichever of this thread and the workers is done last frees h: a
      * worker frees it only once dead is 2. */
@@ -491,9 +656,107 @@ static void main_stack(struct usock__task *t)
 #endif
 }
 
+/*
+ * fork (DESIGN "Lifetimes across threads"): the child can use usocket at
+ * once.  Its copy of the forking thread's hub shares the parent's epoll
+ * instance and wake-up fd, so the child handler drops that hub: its tasks
+ * are not run in the child (as other threads are not), their stacks are
+ * released, its reactor's fds are closed (the parent's registrations are
+ * untouched: libev makes no epoll_ctl when destroying a loop), and the
+ * child's first call makes a new hub with a reactor of its own.  Sockets
+ * stay open in both processes.  Exceptions: a hub embedded in a daemon's
+ * loop is kept (the daemon calls ev_loop_fork on its loop, as ev.pod says),
+ * and when fork is called from a task, that task must not return in the
+ * child (exec or _exit), as its hub is gone.  The locks a fork could catch
+ * held (the id table, this hub's inbox) are taken around it.
+ */
+static void fork_prepare(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    usock__resolve_fork(0);
+    usock__task_ids_lock(1);
+    if (h) {
+        pthread_mutex_lock(&h->lock);
+    }
+}
+
+static void fork_parent(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    if (h) {
+        pthread_mutex_unlock(&h->lock);
+    }
+    usock__task_ids_lock(0);
+    usock__resolve_fork(1);
+}
+
+static void fork_child(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+
+    if (h) {
+        pthread_mutex_unlock(&h->lock);
+    }
+    usock__task_ids_lock(0);
+    usock__resolve_fork(2);
+    if (!h || h->embedded) {
+        return;
+    }
+    usock__tls_hub = NULL;
+    pthread_setspecific(hub_key, NULL);
+    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
+        struct usock__task *t = h->ids[i], *next;
+        for (; t; t = next) {
+            next = t->hnext;
+            if (t->wait && t->wait->unlink) {
+                t->wait->unlink(t->wait);
+            }
+            if (t != h->current) {
+                usock__task_free(t);
+            }
+        }
+    }
+    if (h->main.wait && h->main.wait->unlink) {
+        h->main.wait->unlink(h->main.wait);
+    }
+    if (h->zombie) {
+        usock__task_free(h->zombie);
+    }
+    if (h->has_reactor) {
+        h->reactor.ops->destroy(&h->reactor);
+    }
+    struct usock__inbox_item *it, *next;
+    for (it = h->inbox; it; it = next) {
+        next = it->next;
+        free(it); /* posts and resolver results of the parent's hub */
+    }
+    free_posts(h);
+    if (h->current != &h->main) {
+        return; /* forked from a task: it still runs on h */
+    }
+    free(h->ids);
+    h->ids = NULL;
+    usock__heap_free(&h->timers);
+    /* Sockets of the child may still name h: it stays, as a dead hub,
+     * until the last of them is closed (usock__hub_release). */
+    h->has_reactor = 0;
+    h->dead = 2;
+    if (h->jobs == 0) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    }
+}
+
+static int key_err; /* pthread_key_create's error, once */
+
 static void make_key(void)
 {
-    pthread_key_create(&hub_key, hub_destroy);
+    key_err = pthread_key_create(&hub_key, hub_destroy);
+    if (key_err == 0) {
+        key_err = pthread_atfork(fork_prepare, fork_parent, fork_child);
+    }
 }
 
 struct usock_hub *usock__hub_get(void)
@@ -504,20 +767,41 @@ struct usock_hub *usock__hub_get(void)
         return h;
     }
     pthread_once(&hub_key_once, make_key);
-    h = calloc(1, sizeof(*h));
+    if (key_err != 0) {
+        /* No key, no thread-exit clean-up: refuse rather than leak. */
+        errno = key_err;
+        return NULL;
+    }
+    h = usock__calloc(1, sizeof(*h));
     if (!h) {
         errno = ENOMEM;
         return NULL;
     }
-    pthread_mutex_init(&h->lock, NULL);
+    int e = pthread_mutex_init(&h->lock, NULL);
+    if (e == 0 && (e = pthread_setspecific(hub_key, h)) != 0) {
+        pthread_mutex_destroy(&h->lock);
+    }
+    if (e != 0) {
+        free(h);
+        errno = e;
+        return NULL;
+    }
     usock__heap_init(&h->timers);
     h->main.hub = h;
     h->main.deadline = USOCK__NEVER;
-    h->main.id = usock__task_id();
+    h->main.id = usock__task_id(h);
+    if (h->main.id < 0) {
+        e = errno;
+        pthread_setspecific(hub_key, NULL);
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+        errno = e;
+        return NULL;
+    }
     main_stack(&h->main);
+    h->main.tsan = usock__tsan_self();
     h->current = &h->main;
     usock__tls_hub = h;
-    pthread_setspecific(hub_key, h);
     return h;
 }
 
@@ -559,7 +843,7 @@ int usock__hub_reactor(struct usock_hub *h)
 static int hub_put(struct usock_hub *h, void (*fn)(void *), void *arg,
                    int job)
 {
-    struct usock__inbox_item *it = malloc(sizeof(*it));
+    struct usock__inbox_item *it = usock__malloc(sizeof(*it));
     int e = 0, last = 0;
 
     pthread_mutex_lock(&h->lock);
@@ -596,6 +880,25 @@ int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
     return hub_put(h, fn, arg, 0);
 }
 
+void usock__hub_hold(struct usock_hub *h)
+{
+    usock__hub_job_start(h);
+}
+
+void usock__hub_release(struct usock_hub *h)
+{
+    int last;
+
+    pthread_mutex_lock(&h->lock);
+    h->jobs--;
+    last = h->dead == 2 && h->jobs == 0;
+    pthread_mutex_unlock(&h->lock);
+    if (last) {
+        pthread_mutex_destroy(&h->lock);
+        free(h);
+    }
+}
+
 void usock__hub_job_start(struct usock_hub *h)
 {
     pthread_mutex_lock(&h->lock);
@@ -616,6 +919,17 @@ int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
         return errno == ESHUTDOWN ? 1 : -1;
     }
     return 0;
+}
+
+size_t usock__live_tasks(void)
+{
+    return usock__tls_hub ? usock__tls_hub->ntasks : 0;
+}
+
+const char *usock__reactor_name(void)
+{
+    struct usock_hub *h = usock__tls_hub;
+    return h && h->has_reactor ? h->reactor.ops->name : NULL;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -651,20 +965,6 @@ usock_hub_t *usock_hub_self(void)
     return h;
 }
 
-struct post {
-    void (*fn)(void *);
-    void *arg;
-};
-
-/* On the hub's thread: start a posted function as a task. */
-static void post_spawn(void *arg)
-{
-    struct post p = *(struct post *)arg;
-    free(arg);
-    if (usock__tls_hub != NULL) { /* NULL: the thread's hub is going away */
-        usock_spawn(p.fn, p.arg);
-    }
-}
 
 int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg)
 {
@@ -676,7 +976,7 @@ int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg)
     if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE)) {
         return usock__fail(ESHUTDOWN);
     }
-    p = malloc(sizeof(*p));
+    p = usock__malloc(sizeof(*p));
     if (!p) {
         return usock__fail(ENOMEM);
     }

@@ -76,6 +76,7 @@ struct usock__task {
     struct usock__stack stack;    /* zeroed for the thread's own context */
     void *stack_lo;               /* for AddressSanitizer's fiber calls */
     size_t stack_len;
+    void *tsan;                   /* ThreadSanitizer's fiber, or NULL */
 };
 
 #ifndef USOCK_CTX_UCONTEXT
@@ -104,6 +105,8 @@ struct usock_hub {
     int embedded;                     /* runs inside a daemon's ev loop */
     int main_woken;                   /* embedded: the main context's wait
                                          ended */
+    int driving;                      /* in usock__hub_drive: a task that
+                                         blocks goes back to it */
     struct usock__task **ids;         /* hash table id -> task */
     size_t ids_mask;
     size_t ntasks;                    /* spawned tasks alive */
@@ -119,6 +122,14 @@ struct usock_hub {
                                          allocated until the last worker
                                          is done with it too */
     int shutdown;                     /* usock_hub_shutdown was called */
+    /* Posts whose task could not be spawned yet (out of memory, at the
+     * task cap): kept, retried from retry_at (hub.c). */
+    void *deferred;
+    int64_t retry_at, retry_gap;
+    /* Task ids (task.c): the current range [id_end - id_grab, id_end),
+     * of which [.., id_next) were issued; serial names the hub there. */
+    int id_next, id_end, id_grab;
+    unsigned serial;
 };
 
 /* This thread's hub, if it exists (never creates one). */
@@ -165,6 +176,16 @@ USOCK__HIDDEN int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *),
                                       void *arg);
 USOCK__HIDDEN void usock__hub_job_cancel(struct usock_hub *h);
 
+/* usock_hub_run_nowait (embed.c), from the thread's own context: take in
+ * ready I/O, due timers and posts without blocking, run each task that is
+ * ready then (they come back here when they block), and hand the reactor
+ * the watches they set. */
+USOCK__HIDDEN void usock__hub_drive(struct usock_hub *h);
+/* Sockets whose watcher is registered on h (usock.hub) hold it, so h
+ * stays allocated after its thread exits until the last is closed. */
+USOCK__HIDDEN void usock__hub_hold(struct usock_hub *h);
+USOCK__HIDDEN void usock__hub_release(struct usock_hub *h);
+
 /* The task with this id on hub h, or NULL. */
 USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
                                                    int id);
@@ -182,10 +203,16 @@ USOCK__HIDDEN void usock__sleep_until(int64_t until);
 USOCK__HIDDEN void usock__hub_exit(struct usock_hub *h) __attribute__((noreturn));
 /* Release the task's resources (its stack, which holds it). */
 USOCK__HIDDEN void usock__task_free(struct usock__task *t);
-/* A fresh task id (process-wide, > 0). */
-USOCK__HIDDEN int usock__task_id(void);
-/* Highest id issued so far. */
-USOCK__HIDDEN int usock__task_last_id(void);
+/* A fresh task id of hub h (unique process-wide, > 0), or -1 with errno
+ * ENOMEM or EAGAIN (every id was issued). */
+USOCK__HIDDEN int usock__task_id(struct usock_hub *h);
+/* The resolver's pool around fork: 0 before (lock), 1 in the parent
+ * after (unlock), 2 in the child (no workers, empty queue). */
+USOCK__HIDDEN void usock__resolve_fork(int phase);
+/* Take (1) or release (0) the lock of the id table: around fork. */
+USOCK__HIDDEN void usock__task_ids_lock(int lock);
+/* Who issued id: 1 hub h, -1 another hub, 0 nobody (never issued). */
+USOCK__HIDDEN int usock__task_owner(const struct usock_hub *h, int id);
 
 /*
  * AddressSanitizer must be told about every stack switch, or it reports
@@ -199,6 +226,28 @@ USOCK__HIDDEN int usock__task_last_id(void);
 #define USOCK__ASAN 1
 #endif
 #endif
+/* ThreadSanitizer too: each task is a fiber of its own (make check-tsan);
+ * usock__asan_leave switches it. */
+#if defined(__SANITIZE_THREAD__)
+#define USOCK__TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define USOCK__TSAN 1
+#endif
+#endif
+#ifdef USOCK__TSAN
+#include <sanitizer/tsan_interface.h>
+#define usock__tsan_new() __tsan_create_fiber(0)
+#define usock__tsan_self() __tsan_get_current_fiber()
+#define usock__tsan_free(f) __tsan_destroy_fiber(f)
+#define usock__tsan_switch(t) __tsan_switch_to_fiber((t)->tsan, 0)
+#else
+#define usock__tsan_new() NULL
+#define usock__tsan_self() NULL
+#define usock__tsan_free(f) ((void)(f))
+#define usock__tsan_switch(t) ((void)(t))
+#endif
+
 #ifdef USOCK__ASAN
 #include <sanitizer/common_interface_defs.h>
 static inline void usock__asan_leave(void **fake, struct usock__task *to)
@@ -213,7 +262,7 @@ static inline void usock__asan_arrive(void *fake)
 static inline void usock__asan_leave(void **fake, struct usock__task *to)
 {
     (void)fake;
-    (void)to;
+    usock__tsan_switch(to);
 }
 static inline void usock__asan_arrive(void *fake)
 {

@@ -54,6 +54,13 @@ _Static_assert(offsetof(struct usock, io) + sizeof(struct usock__io) <= 64,
                "the hot socket fields fit one cache line");
 _Static_assert(sizeof(struct usock) <= 128, "a socket is two cache lines");
 
+/* Test fixture counters: socket objects alive in the process; spawned
+ * tasks alive on this thread's hub; the name of its reactor ("ev",
+ * "poll") or NULL when it has none. */
+USOCK__HIDDEN long usock__live_sockets(void);
+USOCK__HIDDEN size_t usock__live_tasks(void);
+USOCK__HIDDEN const char *usock__reactor_name(void);
+
 /* Default timeout for new sockets, in ns (-1 none). */
 USOCK__HIDDEN int64_t usock__default_timeout(void);
 
@@ -93,6 +100,14 @@ USOCK__HIDDEN ssize_t usock__recv(struct usock *s, void *buf, size_t n,
 /* Put n bytes back in front of the socket's read buffer.  0, or -1 ENOMEM. */
 USOCK__HIDDEN int usock__unread(struct usock *s, const void *buf, size_t n);
 
+/* Make buf (malloc'd, cap bytes, holding n bytes at off) the socket's read
+ * buffer, its n bytes in front of those already buffered, without
+ * allocating: for when usock__unread is out of memory.  0 (buf is the
+ * socket's now), or -1 with errno ENOMEM when they do not all fit in cap
+ * (buf is left to the caller). */
+USOCK__HIDDEN int usock__rb_adopt(struct usock *s, char *buf, size_t cap,
+                                  size_t off, size_t n);
+
 /* Take up to n bytes from the socket's read buffer. */
 USOCK__HIDDEN size_t usock__rb_take(struct usock *s, void *buf, size_t n);
 
@@ -124,6 +139,25 @@ static inline int usock__has_input(const struct usock *s)
 {
     return s->rb.len || (s->tls && usock__tls_pending(s));
 }
+/*
+ * Debug builds (--enable-debug, NDEBUG unset): usock_close poisons the
+ * object instead of freeing it (type USOCK__CLOSED, fd -1; the memory is
+ * kept for good), and the calls given a closed socket fail with EBADF and
+ * a message on stderr, instead of a double free or a use after free.  A
+ * debugging aid, not a contract.  usock__closed(s) is that check: 1 (errno
+ * EBADF, message printed) for a poisoned socket; always 0 in release
+ * builds.
+ */
+#define USOCK__CLOSED (-0x5eed)
+#ifdef NDEBUG
+static inline int usock__closed(const struct usock *s)
+{
+    (void)s;
+    return 0;
+}
+#else
+USOCK__HIDDEN int usock__closed(const struct usock *s);
+#endif
 
 /* Fail with errno e: returns -1. */
 static inline int usock__fail(int e)

@@ -37,7 +37,8 @@ struct cookie {
     const char *last;   /* the last read: in buf ("rb") or shadow ("r+b") */
     size_t last_len;
     int rw;             /* "r+b": keep the shadow */
-    char buf[FILE_BUF];
+    char *buf;          /* the FILE's buffer, FILE_BUF bytes (malloc'd on
+                           its own, so fclose can hand it to the socket) */
     char shadow[];      /* FILE_BUF bytes when rw */
 };
 
@@ -50,7 +51,7 @@ static ssize_t c_read(void *v, char *out, size_t n)
         return -1;
     }
     /* Reads straight into a caller's memory leave no read-ahead. */
-    int ours = out >= c->buf && out < c->buf + sizeof(c->buf);
+    int ours = out >= c->buf && out < c->buf + FILE_BUF;
     c->last = out;
     if (ours && c->rw) {
         memcpy(c->shadow, out, (size_t)r);
@@ -81,10 +82,14 @@ static int c_seek(void *v, off64_t *off, int whence)
         return -1;
     }
     if (back > 0) {
-        if ((size_t)back > c->last_len ||
-            usock__unread(c->s, c->last + c->last_len - back,
-                          (size_t)back) < 0) {
+        if ((size_t)back > c->last_len) {
             errno = ESPIPE;
+            return -1;
+        }
+        /* Out of memory: ENOMEM (stdio then keeps the bytes and fails the
+         * call; ESPIPE would make it drop the error). */
+        if (usock__unread(c->s, c->last + c->last_len - back,
+                          (size_t)back) < 0) {
             return -1;
         }
         c->last_len -= (size_t)back;
@@ -94,19 +99,37 @@ static int c_seek(void *v, off64_t *off, int whence)
     return 0;
 }
 
+/* Give the read-ahead p[0, n) (in c->buf) back to the socket.  Out of
+ * memory, the socket takes c->buf itself as its read buffer. */
+static int give_back(struct cookie *c, const char *p, size_t n)
+{
+    if (usock__unread(c->s, p, n) == 0) {
+        return 0;
+    }
+    if ((const char *)p < c->buf || p + n > c->buf + FILE_BUF ||
+        usock__rb_adopt(c->s, c->buf, FILE_BUF, (size_t)(p - c->buf),
+                        n) < 0) {
+        return -1; /* ENOMEM: lost */
+    }
+    c->buf = NULL;
+    return 0;
+}
+
 static int c_close(void *v)
 {
     struct cookie *c = v;
+    int r = 0;
 #ifdef __GLIBC__
     /* The FILE is intact until this returns: keep its read-ahead. */
     FILE *f = c->f;
     if (!(f->_flags & FILE_PUTTING) && f->_IO_read_ptr < f->_IO_read_end) {
-        usock__unread(c->s, f->_IO_read_ptr,
+        r = give_back(c, f->_IO_read_ptr,
                       (size_t)(f->_IO_read_end - f->_IO_read_ptr));
     }
 #endif
+    free(c->buf);
     free(c);
-    return 0;
+    return r;
 }
 
 FILE *usock_makefile(usock_t *s, const char *mode)
@@ -115,6 +138,9 @@ FILE *usock_makefile(usock_t *s, const char *mode)
     struct cookie *c;
     FILE *f;
 
+    if (s && usock__closed(s)) {
+        return NULL;
+    }
     if (!s || !mode ||
         (strcmp(mode, "rb") != 0 && strcmp(mode, "wb") != 0 &&
          strcmp(mode, "r+b") != 0 && strcmp(mode, "rb+") != 0)) {
@@ -123,7 +149,11 @@ FILE *usock_makefile(usock_t *s, const char *mode)
     }
     int rw = strchr(mode, '+') != NULL;
     c = calloc(1, sizeof(*c) + (rw ? FILE_BUF : 0));
-    if (!c) {
+    if (c) {
+        c->buf = malloc(FILE_BUF);
+    }
+    if (!c || !c->buf) {
+        free(c);
         errno = ENOMEM;
         return NULL;
     }
@@ -131,11 +161,12 @@ FILE *usock_makefile(usock_t *s, const char *mode)
     c->rw = rw;
     f = fopencookie(c, mode, io);
     if (!f) {
+        free(c->buf);
         free(c);
         return NULL;
     }
     c->f = f;
-    if (setvbuf(f, c->buf, _IOFBF, sizeof(c->buf)) != 0) {
+    if (setvbuf(f, c->buf, _IOFBF, FILE_BUF) != 0) {
         fclose(f);
         errno = ENOMEM;
         return NULL;

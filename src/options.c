@@ -14,6 +14,9 @@ int usock_setsockopt(usock_t *s, int level, int opt, const void *v,
     if (!s || (!v && len)) {
         return usock__fail(EINVAL);
     }
+    if (usock__closed(s)) {
+        return -1;
+    }
     return setsockopt(s->fd, level, opt, v, len);
 }
 
@@ -21,6 +24,9 @@ int usock_getsockopt(usock_t *s, int level, int opt, void *v, socklen_t *len)
 {
     if (!s || !v || !len) {
         return usock__fail(EINVAL);
+    }
+    if (usock__closed(s)) {
+        return -1;
     }
     return getsockopt(s->fd, level, opt, v, len);
 }
@@ -36,6 +42,9 @@ static int get_name(usock_t *s, usock_addr_t *a,
 {
     if (!s || !a) {
         return usock__fail(EINVAL);
+    }
+    if (usock__closed(s)) {
+        return -1;
     }
     memset(a, 0, sizeof(*a));
     a->len = sizeof(a->u);
@@ -62,6 +71,9 @@ int usock_settimeout(usock_t *s, double seconds)
 
     if (!s || ns == -1) {
         return usock__fail(EINVAL);
+    }
+    if (usock__closed(s)) {
+        return -1;
     }
     s->timeout = ns == -2 ? -1 : ns;
     return 0;

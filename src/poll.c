@@ -30,8 +30,9 @@ struct poll_wait {
 static int scan(struct usock_pollfd *fds, size_t n, const unsigned char *gone)
 {
     struct pollfd small[POLL_STACK];
-    struct pollfd *p = n <= POLL_STACK ? small : calloc(n, sizeof(*p));
-    int count = 0;
+    struct pollfd *p =
+        n <= POLL_STACK ? small : usock__calloc(n, sizeof(*p));
+    int count = 0, r;
 
     if (!p) {
         return usock__fail(ENOMEM);
@@ -42,7 +43,16 @@ static int scan(struct usock_pollfd *fds, size_t n, const unsigned char *gone)
         p[i].events = fds[i].events;
         p[i].revents = 0;
     }
-    while (poll(p, n, 0) < 0 && errno == EINTR) {
+    while ((r = poll(p, n, 0)) < 0 && errno == EINTR) {
+    }
+    if (r < 0) {
+        /* EINVAL (more entries than RLIMIT_NOFILE), ENOMEM: an error,
+         * not "nothing ready". */
+        int e = errno;
+        if (p != small) {
+            free(p);
+        }
+        return usock__fail(e);
     }
     for (size_t i = 0; i < n; i++) {
         fds[i].revents = p[i].revents;
@@ -123,7 +133,7 @@ static int park_many(struct usock_hub *h, struct poll_wait *pw,
 /* A thread with no reactor: one direct poll(2) with the deadline. */
 static int poll_plain(struct usock_pollfd *fds, size_t n, int64_t dl)
 {
-    struct pollfd *p = calloc(n ? n : 1, sizeof(*p));
+    struct pollfd *p = usock__calloc(n ? n : 1, sizeof(*p));
     int r;
 
     if (!p) {
@@ -179,8 +189,8 @@ int usock_poll(struct usock_pollfd *fds, size_t n, double timeout)
         return r == 0 && own == -1 ? usock__fail(ETIMEDOUT) : r;
     }
     int big = n > POLL_STACK;
-    pw.subs = big ? calloc(2 * n, sizeof(*pw.subs)) : small;
-    unsigned char *gone = big ? calloc(n, 1) : gone_small;
+    pw.subs = big ? usock__calloc(2 * n, sizeof(*pw.subs)) : small;
+    unsigned char *gone = big ? usock__calloc(n, 1) : gone_small;
     if (!pw.subs || !gone) {
         r = usock__fail(ENOMEM);
         goto out;

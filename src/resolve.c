@@ -8,9 +8,18 @@
  * exits while workers still run stays allocated until the last of them is
  * done (usock__hub_job_done), and their results are freed by the workers.
  *
- *   task ──job──▶ worker thread: getaddrinfo ──usock__hub_job_done──▶ hub
- *     ▲                                                                │
- *     └──────────── usock__wake(job->w, 0) ◀── done() ─────────────────┘
+ *   task ──job──▶ queue ──▶ worker thread: getaddrinfo ──job_done──▶ hub
+ *     ▲                                                               │
+ *     └──────────── usock__wake(job->w, 0) ◀── done() ────────────────┘
+ *
+ * The workers are a bounded pool shared by every hub: at most WORKERS
+ * threads, started when a job finds none idle, each leaving after IDLE_S
+ * seconds without work; jobs beyond that wait in a FIFO queue.  A job
+ * whose task gives up while it is still queued is taken out and freed at
+ * once.  (c-ares would need no threads, but it is another dependency and
+ * does not follow nsswitch.conf the way glibc's getaddrinfo does: files,
+ * mdns, myhostname, NIS; a pool keeps glibc's answers and bounds the
+ * threads.)
  */
 #include "config.h"
 
@@ -21,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -28,6 +38,8 @@
 USOCK__HIDDEN void (*usock__resolve_hook)(const char *host);
 
 struct job {
+    struct job *next;        /* in the queue */
+    int queued;              /* in the queue, not yet taken by a worker */
     struct usock_hub *hub;
     struct usock__wait *w;   /* the waiting task's record; NULL: gave up */
     char *host;
@@ -58,10 +70,22 @@ static void done(void *arg)
     }
 }
 
-static void *worker(void *arg)
-{
-    struct job *j = arg;
+/* The pool (under pool.lock). */
+#define WORKERS 16
+#define IDLE_S 5
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t work;
+    struct job *head, *tail; /* the queue, oldest first */
+    int threads, idle;
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, NULL, NULL,
+          0, 0};
 
+/* Test hook: the most workers there ever were at once. */
+USOCK__HIDDEN int usock__resolve_peak;
+
+static void run_job(struct job *j)
+{
     if (usock__resolve_hook) {
         usock__resolve_hook(j->host);
     }
@@ -77,13 +101,125 @@ static void *worker(void *arg)
         /* The hub's thread has exited (and with it the waiting task). */
         job_free(j);
     }
+}
+
+static void *worker(void *arg)
+{
+    (void)arg;
+    pthread_mutex_lock(&pool.lock);
+    for (;;) {
+        struct job *j = pool.head;
+        if (j == NULL) {
+            struct timespec until;
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += IDLE_S;
+            pool.idle++;
+            int rc = pthread_cond_timedwait(&pool.work, &pool.lock, &until);
+            pool.idle--;
+            if (rc == ETIMEDOUT && pool.head == NULL) {
+                break;
+            }
+            continue;
+        }
+        pool.head = j->next;
+        if (pool.head == NULL) {
+            pool.tail = NULL;
+        }
+        j->queued = 0;
+        pthread_mutex_unlock(&pool.lock);
+        run_job(j);
+        pthread_mutex_lock(&pool.lock);
+    }
+    pool.threads--;
+    pthread_mutex_unlock(&pool.lock);
     return NULL;
 }
 
+/* Queue j and make sure a worker will take it.  0, or an errno value
+ * (when no worker exists and none could be started; j is not queued). */
+static int submit(struct job *j)
+{
+    int rc = 0;
+
+    pthread_mutex_lock(&pool.lock);
+    j->next = NULL;
+    j->queued = 1;
+    if (pool.tail) {
+        pool.tail->next = j;
+    } else {
+        pool.head = j;
+    }
+    pool.tail = j;
+    if (pool.idle == 0 && pool.threads < WORKERS) {
+        pthread_attr_t attr;
+        pthread_t tid;
+        pthread_attr_init(&attr);
+        pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+        rc = pthread_create(&tid, &attr, worker, NULL);
+        pthread_attr_destroy(&attr);
+        if (rc == 0) {
+            pool.threads++;
+            if (pool.threads > usock__resolve_peak) {
+                usock__resolve_peak = pool.threads;
+            }
+        } else if (pool.threads > 0) {
+            rc = 0; /* the workers there are will get to it */
+        }
+    } else {
+        pthread_cond_signal(&pool.work);
+    }
+    if (rc != 0) {
+        /* No worker at all, so the queue held only j: take it out. */
+        pool.head = pool.tail = NULL;
+        j->queued = 0;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    return rc;
+}
+
+/* The task gave up (timeout, cancel, its thread's exit): a job still
+ * queued is taken out and freed now; one a worker runs is freed by
+ * done() or by the worker. */
 static void job_unlink(struct usock__wait *w)
 {
     struct job *j = w->owner;
+    int taken = 0;
+
     j->w = NULL;
+    pthread_mutex_lock(&pool.lock);
+    if (j->queued) {
+        struct job **p = &pool.head, *prev = NULL;
+        while (*p != j) {
+            prev = *p;
+            p = &(*p)->next;
+        }
+        *p = j->next;
+        if (pool.tail == j) {
+            pool.tail = prev;
+        }
+        j->queued = 0;
+        taken = 1;
+    }
+    pthread_mutex_unlock(&pool.lock);
+    if (taken) {
+        usock__hub_job_cancel(j->hub);
+        job_free(j);
+    }
+}
+
+void usock__resolve_fork(int phase)
+{
+    if (phase == 0) {
+        pthread_mutex_lock(&pool.lock);
+    } else if (phase == 1) {
+        pthread_mutex_unlock(&pool.lock);
+    } else {
+        /* The child: no workers; the queued jobs were the parent's. */
+        pthread_mutex_init(&pool.lock, NULL);
+        pthread_cond_init(&pool.work, NULL);
+        pool.head = pool.tail = NULL;
+        pool.threads = pool.idle = 0;
+    }
 }
 
 /* Convert a getaddrinfo list.  0, or EAI_MEMORY. */
@@ -93,7 +229,7 @@ static int convert(const struct addrinfo *ai, usock_addrinfo_t **res)
 
     *res = NULL;
     for (; ai; ai = ai->ai_next) {
-        usock_addrinfo_t *r = calloc(1, sizeof(*r));
+        usock_addrinfo_t *r = usock__calloc(1, sizeof(*r));
         if (!r || ai->ai_addrlen > sizeof(r->addr.u)) {
             free(r);
             goto fail;
@@ -123,8 +259,6 @@ static int resolve_off_hub(struct job *j, usock_addrinfo_t **res)
 {
     struct usock_hub *h = usock__hub_get();
     struct usock__wait w = {.unlink = job_unlink, .owner = j};
-    pthread_attr_t attr;
-    pthread_t tid;
     int rc;
 
     if (!h || usock__hub_reactor(h) < 0) {
@@ -135,11 +269,8 @@ static int resolve_off_hub(struct job *j, usock_addrinfo_t **res)
     /* The record is unlinked (by done() or the waker) before we return. */
     /* cppcheck-suppress autoVariables */
     j->w = &w;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     usock__hub_job_start(h);
-    rc = pthread_create(&tid, &attr, worker, j);
-    pthread_attr_destroy(&attr);
+    rc = submit(j);
     if (rc != 0) {
         usock__hub_job_cancel(h);
         job_free(j);
@@ -227,7 +358,7 @@ int usock_getaddrinfo(const char *host, int port, int family, int type,
         errno = ECANCELED;
         return EAI_SYSTEM;
     }
-    j = calloc(1, sizeof(*j));
+    j = usock__calloc(1, sizeof(*j));
     if (!j || (host && !(j->host = strdup(host)))) {
         free(j);
         return EAI_MEMORY;

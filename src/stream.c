@@ -15,6 +15,11 @@
 
 /* Read-ahead of readline, per system call. */
 #define RB_CHUNK 16384
+/* The most one socket's own buffer holds (RELIABILITY.md S01, S04): a
+ * readline returns a line longer than this in pieces of this size, and a
+ * read that fails after taking more returns what it took (a short count,
+ * errno set) instead of keeping it. */
+#define RB_MAX 65536
 
 size_t usock__rb_take(struct usock *s, void *buf, size_t n)
 {
@@ -33,6 +38,9 @@ size_t usock__rb_take(struct usock *s, void *buf, size_t n)
     return k;
 }
 
+/* Tests: non-zero makes every allocation of a read buffer fail (ENOMEM). */
+USOCK__HIDDEN int usock__rb_nomem;
+
 /* Make room for `want` more bytes after the buffered ones. */
 static int rb_reserve(struct usock__rbuf *rb, size_t want)
 {
@@ -48,7 +56,7 @@ static int rb_reserve(struct usock__rbuf *rb, size_t want)
     while (cap < rb->len + want) {
         cap *= 2;
     }
-    char *b = malloc(cap);
+    char *b = usock__rb_nomem ? NULL : usock__malloc(cap);
     if (!b) {
         return usock__fail(ENOMEM);
     }
@@ -82,6 +90,29 @@ int usock__unread(struct usock *s, const void *buf, size_t n)
     return 0;
 }
 
+int usock__rb_adopt(struct usock *s, char *buf, size_t cap, size_t off,
+                    size_t n)
+{
+    struct usock__rbuf *rb = &s->rb;
+
+    if (off + n + rb->len > cap) {
+        if (n + rb->len > cap) {
+            return usock__fail(ENOMEM);
+        }
+        memmove(buf, buf + off, n);
+        off = 0;
+    }
+    if (rb->len) {
+        memcpy(buf + off + n, rb->buf + rb->off, rb->len);
+    }
+    free(rb->buf);
+    rb->buf = buf;
+    rb->cap = cap;
+    rb->off = off;
+    rb->len += n;
+    return 0;
+}
+
 /* Receive at most `max` more bytes into the buffer.  The count (0 at end of
  * stream), or -1 with errno. */
 static ssize_t rb_fill(struct usock *s, size_t max, int64_t *dl)
@@ -103,6 +134,10 @@ static ssize_t rb_fill(struct usock *s, size_t max, int64_t *dl)
 static ssize_t read_failed(struct usock *s, const void *buf, size_t got)
 {
     int e = errno;
+    if (e != EBADF && s->rb.len + got > RB_MAX) {
+        errno = e;
+        return (ssize_t)got; /* too much to keep: the caller has it */
+    }
     if (e != EBADF && usock__unread(s, buf, got) < 0) {
         return -1; /* ENOMEM: the bytes could not be kept */
     }
@@ -155,16 +190,20 @@ ssize_t usock_readline(usock_t *s, char *buf, size_t n)
     size_t max, k, scanned = 0;
 
 
-    if (usock__check_io(s, buf, n) < 0 || n == 0) {
-        return usock__fail(EINVAL);
+    if (usock__check_io(s, buf, n) < 0) {
+        return -1;
+    }
+    if (n < 2) {
+        return usock__fail(EINVAL); /* n 1 would hold no byte of the line */
     }
     if (usock__cancelled()) {
         return usock__fail(ECANCELED);
     }
-    max = n - 1;
+    max = n - 1 < RB_MAX ? n - 1 : RB_MAX;
     while ((k = line_len(&s->rb, scanned, max)) == 0 && s->rb.len < max) {
         scanned = s->rb.len;
-        ssize_t r = rb_fill(s, RB_CHUNK, &dl);
+        size_t room = RB_MAX - s->rb.len;
+        ssize_t r = rb_fill(s, room < RB_CHUNK ? room : RB_CHUNK, &dl);
         if (r < 0) {
             return -1; /* what was read stays buffered */
         }

@@ -10,7 +10,9 @@
 #include "config.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -19,17 +21,113 @@
 
 #include "hub.h"
 
-static atomic_int last_id;
 static atomic_size_t stack_size = USOCK__STACK_DEFAULT;
+static atomic_size_t max_tasks; /* per hub; 0: no cap */
 
-int usock__task_id(void)
+/* ------------------------------------------------------------------------ */
+/*  Task ids                                                                */
+/* ------------------------------------------------------------------------ */
+
+/*
+ * Ids are unique across hubs and say which hub issued them, so join and
+ * cancel can tell another hub's task (EXDEV) from a finished one of ours
+ * and from an id never issued (ESRCH).  A hub takes ids in ranges from one
+ * process-wide counter (16 ids first, doubling up to 65,536); the table of
+ * ranges, in increasing order, says which hub owns every issued id.  Only
+ * a range's start goes in it, and one entry covers consecutive ranges of
+ * one hub.
+ *
+ *   ranges: { 1, hub 1 } { 17, hub 2 } { 33, hub 1 } ...    next_start
+ */
+struct range {
+    int start;
+    unsigned hub; /* usock_hub.serial */
+};
+
+static pthread_mutex_t ids_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct range *ranges; /* under ids_lock */
+static size_t nranges, capranges;
+static int next_start = 1;   /* the first id of no range yet */
+static unsigned serials;     /* hub serial numbers issued */
+
+#define RANGE_FIRST 16
+#define RANGE_MAX 65536
+
+int usock__task_id(struct usock_hub *h)
 {
-    return atomic_fetch_add_explicit(&last_id, 1, memory_order_relaxed) + 1;
+    if (likely(h->id_next < h->id_end)) {
+        return h->id_next++;
+    }
+    int want = h->id_grab ? h->id_grab * 2 : RANGE_FIRST;
+    if (want > RANGE_MAX) {
+        want = RANGE_MAX;
+    }
+    pthread_mutex_lock(&ids_lock);
+    if (h->serial == 0) {
+        h->serial = ++serials;
+    }
+    if (INT_MAX - next_start < want) {
+        pthread_mutex_unlock(&ids_lock);
+        errno = EAGAIN; /* every int id was issued */
+        return -1;
+    }
+    if (nranges == 0 || ranges[nranges - 1].hub != h->serial) {
+        if (nranges == capranges) {
+            size_t cap = capranges ? capranges * 2 : 64;
+            struct range *r = usock__realloc(ranges, cap * sizeof(*r));
+            if (!r) {
+                pthread_mutex_unlock(&ids_lock);
+                errno = ENOMEM;
+                return -1;
+            }
+            ranges = r;
+            capranges = cap;
+        }
+        ranges[nranges].start = next_start;
+        ranges[nranges].hub = h->serial;
+        nranges++;
+    }
+    h->id_next = next_start;
+    h->id_end = next_start + want;
+    next_start += want;
+    pthread_mutex_unlock(&ids_lock);
+    h->id_grab = want;
+    return h->id_next++;
 }
 
-int usock__task_last_id(void)
+void usock__task_ids_lock(int lock)
 {
-    return atomic_load_explicit(&last_id, memory_order_relaxed);
+    if (lock) {
+        pthread_mutex_lock(&ids_lock);
+    } else {
+        pthread_mutex_unlock(&ids_lock);
+    }
+}
+
+int usock__task_owner(const struct usock_hub *h, int id)
+{
+    if (id <= 0) {
+        return 0;
+    }
+    if (id >= h->id_end - h->id_grab && id < h->id_end) {
+        return id < h->id_next ? 1 : 0; /* our current range */
+    }
+    pthread_mutex_lock(&ids_lock);
+    int own = 0;
+    if (id < next_start) {
+        size_t lo = 0, hi = nranges; /* the last range starting <= id */
+        while (hi - lo > 1) {
+            size_t mid = lo + (hi - lo) / 2;
+            if (ranges[mid].start <= id) {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        own = ranges[lo].hub == h->serial ? 1 : -1;
+    }
+    pthread_mutex_unlock(&ids_lock);
+    return own;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -132,8 +230,16 @@ static void task_main(void *arg)
 
 void usock__task_free(struct usock__task *t)
 {
+    if (t->tsan) {
+        usock__tsan_free(t->tsan);
+    }
     struct usock__stack st = t->stack;
     usock__stack_put(&st);
+}
+
+size_t usock_setmaxtasks(size_t n)
+{
+    return atomic_exchange(&max_tasks, n);
 }
 
 int usock_setstacksize(size_t bytes)
@@ -160,6 +266,11 @@ int usock_spawn(void (*fn)(void *arg), void *arg)
     if (!h || usock__hub_reactor(h) < 0) {
         return -1;
     }
+    size_t cap = atomic_load_explicit(&max_tasks, memory_order_relaxed);
+    if (unlikely(cap != 0 && h->ntasks >= cap)) {
+        errno = EAGAIN;
+        return -1;
+    }
     if (usock__stack_get(&st, atomic_load(&stack_size)) < 0) {
         return -1;
     }
@@ -169,7 +280,13 @@ int usock_spawn(void (*fn)(void *arg), void *arg)
     room = (size_t)((uintptr_t)t - (uintptr_t)st.lo);
     *t = (struct usock__task){.hub = h, .fn = fn, .arg = arg, .stack = st,
                               .deadline = USOCK__NEVER};
-    t->id = usock__task_id();
+    t->id = usock__task_id(h);
+    if (t->id < 0) {
+        int e = errno;
+        usock__stack_put(&st);
+        errno = e;
+        return -1;
+    }
     t->cancelled = (unsigned char)__atomic_load_n(&h->shutdown,
                                                   __ATOMIC_ACQUIRE);
     if (usock__ids_add(h, t) < 0) {
@@ -177,6 +294,7 @@ int usock_spawn(void (*fn)(void *arg), void *arg)
         errno = ENOMEM;
         return -1;
     }
+    t->tsan = usock__tsan_new();
     t->stack_lo = st.lo;
     t->stack_len = room;
     usock__ctx_make(&t->ctx, st.lo, room, task_main, t);
@@ -217,8 +335,11 @@ int usock_join(int id, double timeout)
     if (!h || ns == -1) {
         return fail(h ? EINVAL : ENOMEM);
     }
-    if (id <= 0 || id > usock__task_last_id()) {
-        return fail(ESRCH);
+    int own = usock__task_owner(h, id);
+    if (own <= 0) {
+        /* Never issued, or another hub's task (DESIGN "Lifetimes across
+         * threads"): whatever the timeout. */
+        return fail(own == 0 ? ESRCH : EXDEV);
     }
     if (h->current->cancelled) {
         return fail(ECANCELED);
@@ -252,8 +373,9 @@ int usock_cancel(int id)
     if (!h) {
         return -1;
     }
-    if (id <= 0 || id > usock__task_last_id()) {
-        return fail(ESRCH);
+    int own = usock__task_owner(h, id);
+    if (own <= 0) {
+        return fail(own == 0 ? ESRCH : EXDEV);
     }
     t = usock__task_find(h, id);
     if (!t) {
@@ -307,8 +429,11 @@ int usock_sleep(double seconds)
     int64_t dl = usock__deadline(ns);
     if (!h->has_reactor) {
         usock__sleep_until(dl);
-    } else if (usock__park(h, &w, dl) != ETIMEDOUT) {
-        return fail(w.result);
+    } else {
+        int r = usock__park(h, &w, dl);
+        if (r != ETIMEDOUT) {
+            return fail(r); /* ENOMEM (no timer), ECANCELED */
+        }
     }
     /* The timer fired: the sleep is over, unless the task deadline cut it
      * short. */
@@ -349,9 +474,22 @@ int usock_run(void)
     if (h->current != &h->main || h->run_waiter) {
         return fail(EDEADLK);
     }
-    while (h->ntasks > 0) {
+    while (h->ntasks > 0 || h->deferred) {
         if (h->current->cancelled) {
             return fail(ECANCELED);
+        }
+        if (h->ntasks == 0) {
+            /* Only posts waiting to be spawned again: wait for that. */
+            int64_t dl = usock__deadline(-1), until = h->retry_at;
+            w.unlink = NULL;
+            if (dl < until) {
+                until = dl;
+            }
+            int r = usock__park(h, &w, until);
+            if (r != ETIMEDOUT || until == dl) {
+                return fail(r);
+            }
+            continue;
         }
         w.unlink = run_unlink;
         h->run_waiter = &w;

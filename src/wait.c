@@ -17,14 +17,17 @@ static int sock_mask(const struct usock *s)
     return (s->rwait ? s->rwait->dir : 0) | (s->wwait ? s->wwait->dir : 0);
 }
 
-static void update_mask(struct usock *s)
+/* Tell the reactor.  0, or -1 with errno (ENOMEM) when it could not
+ * watch a wider mask (a narrower one never fails). */
+static int update_mask(struct usock *s)
 {
     struct usock__reactor *r = &s->hub->reactor;
     int mask = sock_mask(s);
 
     if (mask != s->io.events) {
-        r->ops->io_set(r, &s->io, s->fd, mask);
+        return r->ops->io_set(r, &s->io, s->fd, mask);
     }
+    return 0;
 }
 
 /* Readiness of s (a reactor callback): wake its waiters. */
@@ -51,7 +54,7 @@ static void sock_unlink(struct usock__wait *w)
     } else if (s->wwait == w) {
         s->wwait = NULL;
     }
-    update_mask(s);
+    (void)update_mask(s); /* narrowing: cannot fail */
 }
 
 /* A thread with no reactor (no tasks ever): one direct poll(2). */
@@ -84,6 +87,10 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
     if (s->hub != h) {
         /* First wait on this hub (or the socket moved between threads):
          * the old hub's watcher is idle, since nobody waits there. */
+        if (s->hub) {
+            usock__hub_release(s->hub);
+        }
+        usock__hub_hold(h);
         s->hub = h;
         s->io.cb = sock_ready;
         s->io.hot = &s->rwait;
@@ -96,7 +103,11 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
     w->dir = events;
     usock__heap_node_init(&w->timer);
     *slot = w;
-    update_mask(s);
+    if (update_mask(s) < 0) {
+        /* Not watched: waiting would never end. */
+        *slot = NULL;
+        return -1;
+    }
     return 0;
 }
 

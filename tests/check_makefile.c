@@ -365,6 +365,199 @@ START_TEST(timeout_sets_ferror)
 }
 END_TEST
 
+/* ---- a trickling peer: what a timeout bounds ---------------------------- */
+
+struct trickle {
+    usock_t *s;
+    int n;          /* bytes to send, one every 300 ms */
+};
+
+static void trickle_task(void *arg)
+{
+    struct trickle *t = arg;
+
+    for (int i = 0; i < t->n; i++) {
+        if (usock_sleep(0.3) < 0 || usock_sendall(t->s, "x", 1) < 0) {
+            return;
+        }
+    }
+}
+
+/* A deadline set around fread bounds the whole call, however the bytes
+ * trickle in: it returns what came, with ferror and ETIMEDOUT. */
+START_TEST(trickle_fread_deadline)
+{
+    usock_t *c, *s;
+    struct trickle t = {0, 20};
+    char buf[4096];
+    FILE *f;
+
+    test_pair(&c, &s);
+    t.s = s;
+    ck_assert_ok(usock_settimeout(c, 1.0));
+    f = ck_assert_nonnull(usock_makefile(c, "rb"));
+    int tid = usock_spawn(trickle_task, &t);
+    double t0 = usock_now();
+    double old = usock_setdeadline(t0 + 1.0);
+    errno = 0;
+    size_t n = fread(buf, 1, sizeof buf, f);
+    int e = errno;
+    usock_setdeadline(old);
+    ck_assert_duration(t0, 1.0, 1.0);
+    ck_assert_msg(n >= 2 && n <= 4, "fread returned %zu", n);
+    ck_assert(ferror(f));
+    ck_assert_str_eq(test_errname(e), "ETIMEDOUT");
+    ck_assert_ok(fclose(f));
+    /* The trickler still sleeps or sends: stop it before s goes. */
+    ck_assert_ok(usock_cancel(tid));
+    ck_assert_ok(usock_join(tid, 2.0));
+    usock_close(c);
+    usock_close(s);
+}
+END_TEST
+
+START_TEST(trickle_fgets_deadline)
+{
+    usock_t *c, *s;
+    struct trickle t = {0, 20};
+    char buf[256];
+    FILE *f;
+
+    test_pair(&c, &s);
+    t.s = s;
+    ck_assert_ok(usock_settimeout(c, 1.0));
+    f = ck_assert_nonnull(usock_makefile(c, "r+b"));
+    int tid = usock_spawn(trickle_task, &t);
+    double t0 = usock_now();
+    double old = usock_setdeadline(t0 + 1.0);
+    errno = 0;
+    ck_assert_ptr_null(fgets(buf, sizeof buf, f));
+    int e = errno;
+    usock_setdeadline(old);
+    ck_assert_duration(t0, 1.0, 1.0);
+    ck_assert(ferror(f));
+    ck_assert_str_eq(test_errname(e), "ETIMEDOUT");
+    ck_assert_ok(fclose(f));
+    /* The trickler still sleeps or sends: stop it before s goes. */
+    ck_assert_ok(usock_cancel(tid));
+    ck_assert_ok(usock_join(tid, 2.0));
+    usock_close(c);
+    usock_close(s);
+}
+END_TEST
+
+/* Without a deadline each read of the stream is bounded by the timeout: a
+ * peer that trickles 4 bytes and falls silent ends the fread one timeout
+ * after its last byte. */
+START_TEST(trickle_then_silence)
+{
+    usock_t *c, *s;
+    struct trickle t = {0, 4};
+    char buf[4096];
+    FILE *f;
+
+    test_pair(&c, &s);
+    t.s = s;
+    ck_assert_ok(usock_settimeout(c, 0.5));
+    f = ck_assert_nonnull(usock_makefile(c, "rb"));
+    usock_spawn(trickle_task, &t);
+    double t0 = usock_now();
+    errno = 0;
+    size_t n = fread(buf, 1, sizeof buf, f);
+    int e = errno;
+    ck_assert_duration(t0, 4 * 0.3 + 0.5, 4 * 0.3 + 0.5);
+    ck_assert_uint_eq(n, 4);
+    ck_assert(ferror(f));
+    ck_assert_str_eq(test_errname(e), "ETIMEDOUT");
+    ck_assert_ok(fclose(f));
+    usock_close(c);
+    usock_close(s);
+}
+END_TEST
+
+/* fwrite of far more than the peer takes, under a deadline: ends by it
+ * with a short count. */
+START_TEST(fwrite_deadline)
+{
+    usock_t *c, *s;
+    size_t n = 32u << 20;
+    char *big = ck_assert_nonnull(calloc(1, n));
+    FILE *f;
+
+    test_pair(&c, &s);
+    ck_assert_ok(usock_settimeout(c, 5.0));
+    f = ck_assert_nonnull(usock_makefile(c, "wb"));
+    double t0 = usock_now();
+    double old = usock_setdeadline(t0 + 0.5);
+    errno = 0;
+    size_t w = fwrite(big, 1, n, f);
+    int e = errno;
+    usock_setdeadline(old);
+    ck_assert_duration(t0, 0.5, 0.5);
+    ck_assert_uint_lt(w, n);
+    ck_assert(ferror(f));
+    ck_assert_str_eq(test_errname(e), "ETIMEDOUT");
+    fclose(f);
+    free(big);
+    usock_close(c);
+    usock_close(s);
+}
+END_TEST
+
+/* ---- out of memory ------------------------------------------------------ */
+
+extern int usock__rb_nomem;
+
+/* fclose out of memory keeps the read-ahead (the socket adopts the
+ * stream's buffer). */
+START_TEST(fclose_nomem_keeps_read_ahead)
+{
+    usock_t *c, *s;
+    char buf[64];
+    FILE *f;
+
+    test_pair(&c, &s);
+    send_wait(s, c, "one\ntwo\nthree\n");
+    f = ck_assert_nonnull(usock_makefile(c, "rb"));
+    ck_assert_ptr_eq(fgets(buf, sizeof buf, f), buf);
+    ck_assert_str_eq(buf, "one\n");
+    usock__rb_nomem = 1;
+    ck_assert_ok(fclose(f));
+    usock__rb_nomem = 0;
+    expect_line(c, "two\n");
+    expect_line(c, "three\n");
+    usock_close(c);
+    usock_close(s);
+}
+END_TEST
+
+/* fflush of an "rb" stream out of memory fails with ENOMEM (not ESPIPE,
+ * which stdio would swallow) and the bytes stay in the stream. */
+START_TEST(fflush_nomem_is_enomem)
+{
+    usock_t *c, *s;
+    char buf[64];
+    FILE *f;
+
+    test_pair(&c, &s);
+    send_wait(s, c, "one\ntwo\n");
+    f = ck_assert_nonnull(usock_makefile(c, "rb"));
+    ck_assert_ptr_eq(fgets(buf, sizeof buf, f), buf);
+    usock__rb_nomem = 1;
+    errno = 0;
+    ck_assert_int_eq(fflush(f), EOF);
+    ck_assert_str_eq(test_errname(errno), "ENOMEM");
+    usock__rb_nomem = 0;
+    clearerr(f);
+    ck_assert_ok(usock_settimeout(c, 1.0));
+    ck_assert_ptr_eq(fgets(buf, sizeof buf, f), buf);
+    ck_assert_str_eq(buf, "two\n");
+    ck_assert_ok(fclose(f));
+    usock_close(c);
+    usock_close(s);
+}
+END_TEST
+
 START_TEST(bad_modes)
 {
     usock_t *c, *s;
@@ -399,6 +592,12 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, rpb_dialogue);
     tcase_add_test(tc, timeout_sets_ferror);
     tcase_add_test(tc, bad_modes);
+    tcase_add_test(tc, trickle_fread_deadline);
+    tcase_add_test(tc, trickle_fgets_deadline);
+    tcase_add_test(tc, trickle_then_silence);
+    tcase_add_test(tc, fwrite_deadline);
+    tcase_add_test(tc, fclose_nomem_keeps_read_ahead);
+    tcase_add_test(tc, fflush_nomem_is_enomem);
 }
 
 static Suite *makefile_suite(void)

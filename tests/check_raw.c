@@ -43,7 +43,9 @@ static int have_net_raw(void)
     char line[256];
     unsigned long long eff = 0;
 
-    ck_assert_ptr_nonnull(f);
+    if (f == NULL) {
+        return 0; /* also called while building the suite: no ck_assert */
+    }
     while (fgets(line, sizeof line, f) != NULL) {
         if (sscanf(line, "CapEff: %llx", &eff) == 1) {
             break;
@@ -262,9 +264,18 @@ END_TEST
 
 /* ---- suite -------------------------------------------------------------- */
 
+static int privileged(void)
+{
+    return geteuid() == 0 && have_net_raw();
+}
+
 static void add_tests(TCase *tc)
 {
-    tcase_add_test(tc, icmp_echo);
+    if (privileged()) {
+        tcase_add_test(tc, icmp_echo);
+    } else {
+        test_skip("raw:icmp_echo", "needs root with CAP_NET_RAW");
+    }
 }
 
 static Suite *raw_suite(void)
@@ -273,7 +284,11 @@ static Suite *raw_suite(void)
     TCase *tc = tcase_create("raw-create");
 
     /* Reactor-independent: socket creation only. */
-    tcase_add_test(tc, raw_privileged);
+    if (privileged()) {
+        tcase_add_test(tc, raw_privileged);
+    } else {
+        test_skip("raw:raw_privileged", "needs root with CAP_NET_RAW");
+    }
     tcase_add_test(tc, raw_unprivileged_eperm);
     tcase_add_test(tc, bad_family_type);
     tcase_set_timeout(tc, 10);

@@ -7,6 +7,7 @@
 #include <check.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <usocket.h>
 
 #include "helpers.h"
@@ -196,6 +197,9 @@ START_TEST(readline_n_zero)
     pair(&c, &s);
     ck_assert_ok(usock_sendall(c, "ab\n", 3));
     ck_assert_errno(usock_readline(s, buf, 0), EINVAL);
+    /* n 1 holds only the NUL: EINVAL, never 0 (end of stream) with data
+     * pending. */
+    ck_assert_errno(usock_readline(s, buf, 1), EINVAL);
     ck_assert_count(usock_readline(s, buf, sizeof buf), 3);
     ck_assert_str_eq(buf, "ab\n");
 }
@@ -496,8 +500,47 @@ END_TEST
 
 /* ---- registration ------------------------------------------------------- */
 
+#ifndef NDEBUG
+/* Debug builds poison a socket at close: a second close or a later call
+ * fails with EBADF and says so on stderr (a debugging aid, not a
+ * contract; release builds free the object, and this case is not built). */
+START_TEST(debug_use_after_close)
+{
+    usock_t *c, *s;
+    char buf[8], msg[512] = "";
+    FILE *err = tmpfile();
+    int saved = dup(2);
+
+    ck_assert_ptr_nonnull(err);
+    pair(&c, &s);
+    ck_assert_ok(usock_close(c));
+    dup2(fileno(err), 2);
+    ck_assert_errno(usock_close(c), EBADF);
+    ck_assert_errno(usock_recv(c, buf, sizeof buf), EBADF);
+    ck_assert_errno(usock_send(c, "x", 1), EBADF);
+    ck_assert_errno(usock_readline(c, buf, sizeof buf), EBADF);
+    ck_assert_errno(usock_settimeout(c, 1.0), EBADF);
+    ck_assert_errno(usock_fileno(c), EBADF);
+    ck_assert_errno(usock_shutdown(c, SHUT_RDWR), EBADF);
+    ck_assert_errno_null(usock_accept(c, NULL), EBADF);
+    ck_assert_errno_null(usock_makefile(c, "rb"), EBADF);
+    dup2(saved, 2);
+    rewind(err);
+    size_t n = fread(msg, 1, sizeof msg - 1, err);
+    msg[n] = '\0';
+    ck_assert_msg(strstr(msg, "used after usock_close") != NULL,
+                  "stderr: \"%s\"", msg);
+    fclose(err);
+    usock_close(s);
+}
+END_TEST
+#endif
+
 static void add_tests(TCase *tc)
 {
+#ifndef NDEBUG
+    tcase_add_test(tc, debug_use_after_close);
+#endif
     tcase_add_test(tc, read_exact);
     tcase_add_test(tc, read_timeout_keeps_bytes);
     tcase_add_test(tc, read_eagain_keeps_bytes);

@@ -765,6 +765,13 @@ static void relay_setup(struct relay *r)
     usock_tls_free(st);
 }
 
+/* Stop the relay's forwarding task (the fixture closes the sockets). */
+static void relay_teardown(struct relay *r)
+{
+    ck_assert_ok(usock_cancel(r->up));
+    ck_assert_ok(usock_join(r->up, 2.0));
+}
+
 START_TEST(half_record_pause)
 {
     struct relay r;
@@ -790,6 +797,7 @@ START_TEST(half_record_pause)
     ck_assert_ok(usock_settimeout(r.c, 5));
     ck_assert_count(usock_read(r.c, in, sizeof in), sizeof in);
     ck_assert_int_eq(memcmp(in, out, sizeof in), 0);
+    relay_teardown(&r);
 }
 END_TEST
 
@@ -819,6 +827,7 @@ START_TEST(two_records_one_segment)
     ck_assert_count(usock_recv(r.c, in, sizeof in), 7);
     ck_assert_int_eq(memcmp(in, " record", 7), 0);
     ck_assert_errno(usock_recv(r.c, in, sizeof in), EAGAIN);
+    relay_teardown(&r);
 }
 END_TEST
 

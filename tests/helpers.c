@@ -4,14 +4,20 @@
 #include "config.h"
 
 #include <check.h>
+#include <dirent.h>
+#include <pthread.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sched.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <usocket.h>
 
+#define USOCK_HELPERS_C 1
 #include "helpers.h"
 
 /* Check keeps the tcase name pointer: the names live here, never freed, so
@@ -21,10 +27,165 @@
 static char tcase_names[MAX_TCASES][NAME_LEN];
 static int tcase_count;
 
+/* Not static, so that the compiler cannot drop these write-only stores. */
+#define MAX_TRACKED 16384
+usock_t *test_tracked[MAX_TRACKED];
+static int ntracked;
+
+static pthread_mutex_t track_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* See helpers.h. */
+usock_t *test_track(usock_t *s)
+{
+    int e = errno;
+
+    pthread_mutex_lock(&track_lock);
+    if (s != NULL && ntracked < MAX_TRACKED) {
+        test_tracked[ntracked++] = s;
+    }
+    pthread_mutex_unlock(&track_lock);
+    errno = e;
+    return s;
+}
+
+/* See helpers.h. */
+int test_close(usock_t *s)
+{
+    pthread_mutex_lock(&track_lock);
+    for (int i = ntracked; i-- > 0;) {
+        if (test_tracked[i] == s) {
+            test_tracked[i] = NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&track_lock);
+    return (usock_close)(s); /* the function, not the macro */
+}
+
+/* Close what the registry still holds (the teardown's clean-up). */
+static void close_tracked(void)
+{
+    for (int i = 0; i < ntracked; i++) {
+        if (test_tracked[i] != NULL) {
+            usock_t *s = test_tracked[i];
+            test_tracked[i] = NULL;
+            (usock_close)(s);
+        }
+    }
+    ntracked = 0;
+}
+
+/* ---- per-test accounting (see helpers.h) ---------------------------- */
+
+/* Hidden counters of the library (tests link libusocket_core). */
+long usock__live_sockets(void);
+size_t usock__live_tasks(void);
+const char *usock__reactor_name(void);
+
+#define MAX_FDS 4096
+static unsigned char fd_open_at_setup[MAX_FDS];
+static long sockets_at_setup;
+
+/* What fd points to ("socket:[123]", "anon_inode:[eventfd]" ...). */
+static const char *fd_target(int fd, char *buf, size_t n)
+{
+    char path[64];
+    ssize_t k;
+
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    k = readlink(path, buf, n - 1);
+    buf[k > 0 ? k : 0] = '\0';
+    return buf;
+}
+
+/* Mark the open fds of the process in `open` (fd < MAX_FDS); the count. */
+static int scan_fds(unsigned char *open)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0, self = d ? dirfd(d) : -1;
+
+    memset(open, 0, MAX_FDS);
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] != '.' && fd != self && fd < MAX_FDS) {
+            open[fd] = 1;
+            n++;
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
+static size_t tasks_allowed;
+
+/* See helpers.h. */
+void test_allow_tasks(size_t n)
+{
+    tasks_allowed = n;
+}
+
+static void leak_setup(void)
+{
+    tasks_allowed = 0;
+    scan_fds(fd_open_at_setup);
+    sockets_at_setup = usock__live_sockets();
+}
+
+/* Fails the test when it leaves a task alive, a socket object unclosed or
+ * an fd open that it did not find at setup.  This thread's own reactor
+ * (epoll and eventfd), made during the test, may stay, and so may the
+ * epoll set and eventfd behind usock_hub_fd(): at most four such fds. */
+static void leak_teardown(void)
+{
+    static unsigned char now[MAX_FDS];
+    char list[512] = "", t[128];
+    int extra = 0, plumbing = 0;
+
+    ck_assert_msg(usock__live_tasks() == tasks_allowed,
+                  "leak: %zu task(s) still alive at the end of the test",
+                  usock__live_tasks());
+    close_tracked();
+    ck_assert_msg(usock__live_sockets() == sockets_at_setup,
+                  "leak: %ld socket object(s) not closed",
+                  usock__live_sockets() - sockets_at_setup);
+    scan_fds(now);
+    for (int fd = 0; fd < MAX_FDS; fd++) {
+        if (!now[fd] || fd_open_at_setup[fd]) {
+            continue;
+        }
+        fd_target(fd, t, sizeof t);
+        if (usock__reactor_name() != NULL &&
+            (strcmp(t, "anon_inode:[eventpoll]") == 0 ||
+             strcmp(t, "anon_inode:[eventfd]") == 0) &&
+            plumbing < 4) {
+            plumbing++;
+            continue;
+        }
+        extra++;
+        size_t len = strlen(list);
+        snprintf(list + len, sizeof list - len, " %d=%s", fd, t);
+    }
+    ck_assert_msg(extra == 0, "leak: %d fd(s) left open:%s", extra, list);
+}
+
 static void reactor_setup(const char *name)
 {
+    const char *in_use;
+
     setenv("USOCKET_REACTOR", name, 1);
     signal(SIGPIPE, SIG_DFL);
+    /* Give this thread's hub the named reactor now, so that the test's
+     * own blocking calls (not only its tasks') wait on it: a hub with no
+     * reactor waits with a direct poll(2) whatever the name. */
+    ck_assert_msg(usock_hub_self() != NULL, "no hub: %s", strerror(errno));
+    in_use = usock__reactor_name();
+    ck_assert_msg(in_use != NULL && strcmp(in_use, name) == 0,
+                  "tcase for reactor %s runs on %s", name,
+                  in_use ? in_use : "none");
+    leak_setup();
 }
 
 static void setup_ev(void)
@@ -52,26 +213,19 @@ static void add_one(Suite *s, const char *name, const char *reactor,
     tcname = tcase_names[tcase_count++];
     snprintf(tcname, NAME_LEN, "%s:%s", name, reactor);
     tc = tcase_create(tcname);
-    tcase_add_checked_fixture(tc, setup, NULL);
+    tcase_add_checked_fixture(tc, setup, leak_teardown);
     add(tc);
     tcase_set_timeout(tc, timeout_s);
     suite_add_tcase(s, tc);
 }
 
-/* Not static, so that the compiler cannot drop these write-only stores. */
-#define MAX_TRACKED 16384
-usock_t *test_tracked[MAX_TRACKED];
-static int ntracked;
-
 /* See helpers.h. */
-usock_t *test_track(usock_t *s)
+TCase *test_tcase_create(const char *name)
 {
-    int n = __atomic_fetch_add(&ntracked, 1, __ATOMIC_RELAXED);
+    TCase *tc = tcase_create(name);
 
-    if (s != NULL && n < MAX_TRACKED) {
-        test_tracked[n] = s;
-    }
-    return s;
+    tcase_add_checked_fixture(tc, leak_setup, leak_teardown);
+    return tc;
 }
 
 /* See helpers.h. */
@@ -285,14 +439,44 @@ void test_wait_op(struct test_op *op, double limit)
                   limit * test_mult());
 }
 
+static int nskipped;
+
+/* See helpers.h. */
+void test_skip(const char *name, const char *reason)
+{
+    fprintf(stderr, "SKIP: %s: %s\n", name, reason);
+    nskipped++;
+}
+
+/* See helpers.h. */
+int test_can_unshare_net(void)
+{
+    int status;
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        _exit(unshare(CLONE_NEWNET) == 0 ? 0 : 1);
+    }
+    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+           WEXITSTATUS(status) == 0;
+}
+
 /* See helpers.h. */
 int test_main(Suite *s)
 {
     SRunner *sr = srunner_create(s);
-    int failed;
+    int failed, ran;
 
     srunner_run_all(sr, CK_ENV);
     failed = srunner_ntests_failed(sr);
+    ran = srunner_ntests_run(sr);
     srunner_free(sr);
+    if (nskipped > 0) {
+        fprintf(stderr, "%d case(s) skipped (not counted as passed)\n",
+                nskipped);
+    }
+    if (failed == 0 && ran == 0 && nskipped > 0) {
+        return 77;
+    }
     return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
 }

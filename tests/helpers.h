@@ -14,18 +14,39 @@
 #include <usocket.h>
 
 /* Every socket a test opens through usock_socket or usock_accept stays
- * reachable from a registry until the process exits, so LeakSanitizer
- * (make check-asan) reports only memory the library itself loses, not the
- * sockets a test did not bother to close.  errno is kept. */
+ * reachable from a registry until it is closed (usock_close is
+ * test_close), so LeakSanitizer (make check-asan) reports only memory the
+ * library itself loses.  The per-test teardown (below) closes what a test
+ * left open in the registry, as a clean-up, before it counts what leaked.
+ * errno is kept. */
 usock_t *test_track(usock_t *s);
+int test_close(usock_t *s);
 #define usock_socket(f, t, p) test_track(usock_socket((f), (t), (p)))
 #define usock_accept(s, a) test_track(usock_accept((s), (a)))
+#define usock_close(s) test_close(s)
+
+/* Per-test accounting, on for every tcase of every suite: tcases made with
+ * tcase_create (which this header turns into test_tcase_create) and by
+ * add_reactor_tcases fail a test that leaves a task alive, or after the
+ * registry's sockets are closed, a socket object alive or an fd open that
+ * was not open when it started (the thread's own reactor excepted): what
+ * the library itself leaked, and raw fds the test forgot.  Counted from
+ * /proc/self/fd and hidden counters of the library. */
+TCase *test_tcase_create(const char *name);
+/* A test whose thread's own context ends cancelled cannot run its tasks to
+ * their end: it says how many it leaves alive. */
+void test_allow_tasks(size_t n);
+#ifndef USOCK_HELPERS_C
+#define tcase_create(name) test_tcase_create(name)
+#endif
 
 /* Add tcases "<name>:ev" (when built with libev) and "<name>:poll" to s.
  * Each has a checked fixture that selects its reactor through
- * USOCKET_REACTOR (the hub is created lazily in the forked child, after the
- * fixture ran) and puts SIGPIPE back to SIG_DFL; add(tc) adds the tests and
- * the tcase gets a timeout of timeout_s seconds. */
+ * USOCKET_REACTOR, gives the thread's hub that reactor before the test
+ * runs (so the test's own blocking calls wait on it too) and checks that
+ * it is the one named, puts SIGPIPE back to SIG_DFL, and does the
+ * accounting above; add(tc) adds the tests and the tcase gets a timeout
+ * of timeout_s seconds. */
 void add_reactor_tcases(Suite *s, const char *name, void (*add)(TCase *tc),
                         int timeout_s);
 
@@ -157,7 +178,15 @@ int test_spawn_op(struct test_op *op);
  * fails the test when it is not done by then. */
 void test_wait_op(struct test_op *op, double limit);
 
-/* Run the suite with CK_ENV; EXIT_SUCCESS when every test passed. */
+/* Run the suite with CK_ENV; EXIT_SUCCESS when every test passed, 77
+ * (automake's SKIP) when every test was skipped. */
 int test_main(Suite *s);
+
+/* Skips: a case that cannot run here is not added to its tcase; instead
+ * test_skip prints "SKIP: name: reason" and counts it, and test_main
+ * reports the skips apart from the passes.  Decide while building the
+ * suite, in the parent (test_can_unshare_net probes in a child). */
+void test_skip(const char *name, const char *reason);
+int test_can_unshare_net(void);
 
 #endif /* USOCK_TESTS_HELPERS_H */

@@ -1,0 +1,1069 @@
+/*
+ * Suite "fault": the library's error paths under faults injected for real
+ * (RELIABILITY.md F15 and DESIGN "Lifetimes across threads"): allocation
+ * failure through the hidden hook usock__alloc_fail_in, a reactor that
+ * cannot wait, poll(2) errors, exhausted pthread keys.
+ */
+#include "config.h"
+
+#include <check.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <linux/kcmp.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#include <usocket.h>
+
+#include "helpers.h"
+#include "internal.h"
+
+static int on_ev(void)
+{
+    const char *r = getenv("USOCKET_REACTOR");
+    return r == NULL || strcmp(r, "ev") == 0;
+}
+
+static void nothing(void *arg)
+{
+    (void)arg;
+}
+
+/* ---- a failed watch fails the call (F15) -------------------------------- */
+
+struct watcher {
+    usock_t *s;
+    int armed, consumed, done;
+    ssize_t rc;
+    int err;
+};
+
+/* Arm the hook, then wait: the allocation that fails, if any, is the
+ * reactor's record of this socket's fd. */
+static void watch_task(void *arg)
+{
+    struct watcher *w = arg;
+    char c;
+
+    usock__alloc_fail_in(1);
+    w->armed = 1;
+    errno = 0;
+    w->rc = usock_recv(w->s, &c, 1);
+    w->err = errno;
+    w->done = 1;
+}
+
+START_TEST(watch_enomem)
+{
+    enum { MAX = 300 };
+    static usock_t *a[MAX], *b[MAX];
+    static struct watcher w[MAX];
+    int n, hit = -1;
+
+    /* The pairs first, with no reactor yet (plain waits): then only the
+     * tasks below watch fds, and one of them finds the reactor's tables
+     * full (poll) or a new fd number (ev). */
+    ck_assert_ok(raise_nofile(2 * MAX + 64));
+    for (int i = 0; i < MAX; i++) {
+        ck_assert_ok(test_pair(&a[i], &b[i]));
+    }
+    ck_assert_ptr_nonnull(usock_hub_self()); /* the reactor exists */
+    ck_assert_ok(usock_sleep(0.001)); /* and the timer heap */
+    for (n = 0; n < MAX && hit < 0; n++) {
+        /* b: the accepted end, never waited on (a's connect may have). */
+        w[n] = (struct watcher){.s = b[n]};
+        ck_assert_int_gt(usock_spawn(watch_task, &w[n]), 0);
+        ck_assert_ok(usock_sleep(0.002));
+        ck_assert(w[n].armed);
+        if (usock__alloc_fail_left() == 0) {
+            hit = n; /* the watch of this fd failed */
+        } else {
+            usock__alloc_fail_in(0); /* watched without allocating */
+            ck_assert(!w[n].done);
+        }
+    }
+    ck_assert_msg(hit >= 0, "no watch allocated in %d sockets", MAX);
+    for (int i = 0; i < 100 && !w[hit].done; i++) {
+        usock_sleep(0.01);
+    }
+    ck_assert_msg(w[hit].done, "the task whose watch failed never woke");
+    ck_assert_int_eq(w[hit].rc, -1);
+    ck_assert_str_eq(test_errname(w[hit].err), "ENOMEM");
+    /* The hub still works: the next recv on that socket gets its data. */
+    ck_assert_count(usock_send(a[hit], "x", 1), 1);
+    struct test_op op = {.kind = TEST_RECV, .s = b[hit], .n = 1};
+    test_spawn_op(&op);
+    test_wait_op(&op, 2.0);
+    ck_assert_int_eq(op.rc, 1);
+    for (int i = 0; i < MAX; i++) {
+        ck_assert_ok(usock_close(a[i]));
+        ck_assert_ok(usock_close(b[i]));
+    }
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+/* ---- usock_sleep without a timer: ENOMEM, not errno 0 ------------------- */
+
+struct sleeper {
+    int rc, err;
+};
+
+static void sleep_task(void *arg)
+{
+    struct sleeper *sl = arg;
+
+    usock__alloc_fail_in(1); /* the timer heap's first allocation */
+    errno = 0;
+    sl->rc = usock_sleep(0.01);
+    sl->err = errno;
+}
+
+START_TEST(sleep_enomem)
+{
+    struct sleeper sl = {0};
+
+    ck_assert_int_gt(usock_spawn(sleep_task, &sl), 0);
+    ck_assert_ok(usock_run());
+    ck_assert_int_eq(usock__alloc_fail_left(), 0);
+    ck_assert_int_eq(sl.rc, -1);
+    ck_assert_str_eq(test_errname(sl.err), "ENOMEM");
+}
+END_TEST
+
+/* ---- a reactor that cannot wait: blocked calls fail, no spin ------------ */
+
+/* Make the next reactor pass fail with EINVAL: for ev, put /dev/null over
+ * the epoll fd (epoll_wait: EINVAL); for poll, a RLIMIT_NOFILE below the
+ * number of fds watched (poll(2): EINVAL). */
+static struct rlimit saved_nofile;
+
+static void break_reactor(void)
+{
+    if (on_ev()) {
+        DIR *d = opendir("/proc/self/fd");
+        struct dirent *e;
+        int nul = open("/dev/null", O_RDONLY | O_CLOEXEC), found = 0;
+
+        ck_assert_int_ge(nul, 0);
+        ck_assert_ptr_nonnull(d);
+        while ((e = readdir(d)) != NULL) {
+            char path[300], target[64];
+            ssize_t k;
+            snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+            k = readlink(path, target, sizeof target - 1);
+            if (k > 0) {
+                target[k] = '\0';
+                if (strcmp(target, "anon_inode:[eventpoll]") == 0) {
+                    ck_assert_int_ge(dup3(nul, atoi(e->d_name), O_CLOEXEC),
+                                     0);
+                    found++;
+                }
+            }
+        }
+        closedir(d);
+        close(nul);
+        ck_assert_int_eq(found, 1);
+    } else {
+        struct rlimit rl;
+        ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+        saved_nofile = rl;
+        rl.rlim_cur = 1;
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    }
+}
+
+/* Undo break_reactor's limit (LeakSanitizer needs fds at exit). */
+static void mend_reactor(void)
+{
+    if (!on_ev()) {
+        ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &saved_nofile), 0);
+    }
+}
+
+static double cpu_seconds(void)
+{
+    struct rusage ru;
+
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+           ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
+}
+
+START_TEST(reactor_failure)
+{
+    usock_t *a, *b;
+    struct test_op op = {.kind = TEST_RECV, .n = 1};
+
+    ck_assert_ok(test_pair(&a, &b));
+    op.s = a;
+    test_spawn_op(&op);
+    ck_assert_ok(usock_sleep(0.01)); /* the recv is blocked */
+    ck_assert(!op.done);
+    break_reactor();
+    double t0 = usock_now(), c0 = cpu_seconds();
+    /* The sleep is a blocked call too: it fails, and so does the recv. */
+    ck_assert_errno(usock_sleep(0.3), EINVAL);
+    ck_assert(op.done);
+    ck_assert_int_eq(op.rc, -1);
+    ck_assert_str_eq(test_errname(op.err), "EINVAL");
+    double wall = usock_now() - t0, cpu = cpu_seconds() - c0;
+    ck_assert_msg(wall < 0.25, "the failure took %.3f s to surface", wall);
+    ck_assert_msg(cpu < 0.2, "%.3f s of CPU in %.3f s", cpu, wall);
+    mend_reactor();
+}
+END_TEST
+
+/* ---- usock_poll: a poll(2) error is an error (not "nothing ready") ------ */
+
+START_TEST(poll_error)
+{
+    usock_t *a, *b;
+    struct usock_pollfd fds[20];
+    struct rlimit rl;
+
+    ck_assert_ok(test_pair(&a, &b));
+    for (size_t i = 0; i < 20; i++) {
+        fds[i] = (struct usock_pollfd){.sock = a, .events = POLLIN};
+    }
+    /* poll(2) refuses more entries than RLIMIT_NOFILE: EINVAL. */
+    ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    rl.rlim_cur = 16;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+    ck_assert_errno(usock_poll(fds, 20, 0), EINVAL);
+    ck_assert_errno(usock_poll(fds, 20, 0.05), EINVAL);
+    rl.rlim_cur = rl.rlim_max < 1024 ? rl.rlim_max : 1024;
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &rl), 0);
+}
+END_TEST
+
+/* ---- a post whose spawn fails is kept until it runs --------------------- */
+
+static void set_flag(void *arg)
+{
+    *(int *)arg = 1;
+}
+
+START_TEST(post_spawn_enomem)
+{
+    usock_hub_t *h = usock_hub_self();
+    int ran = 0;
+
+    ck_assert_ptr_nonnull(h);
+    ck_assert_ok(usock_sleep(0.001)); /* the timer heap exists */
+    ck_assert_ok(usock_hub_post(h, set_flag, &ran));
+    /* The next allocation is the hub's first task table, in the spawn. */
+    usock__alloc_fail_in(1);
+    for (int i = 0; i < 100 && !ran; i++) {
+        ck_assert_ok(usock_sleep(0.01));
+    }
+    ck_assert_int_eq(usock__alloc_fail_left(), 0);
+    ck_assert_msg(ran, "the post was dropped when its spawn failed");
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+/* ---- no pthread key: the hub is refused, not made without clean-up ------ */
+
+START_TEST(no_pthread_key)
+{
+    pthread_key_t k;
+    int n = 0;
+
+    while (pthread_key_create(&k, NULL) == 0 && n < 100000) {
+        n++;
+    }
+    ck_assert_errno(usock_spawn(nothing, NULL), EAGAIN);
+    ck_assert_ptr_null(usock_hub_self());
+}
+END_TEST
+
+/* ---- libev's allocations go through a non-aborting allocator ------------ */
+
+START_TEST(ev_alloc_no_abort)
+{
+    usock_t *a, *b;
+    struct test_op op = {.kind = TEST_RECV, .n = 1};
+    int big = 5000;
+
+    ck_assert_ok(raise_nofile((rlim_t)big + 10));
+    ck_assert_ok(test_pair(&a, &b));
+    ck_assert_ptr_nonnull(usock_hub_self()); /* the reactor exists */
+    ck_assert_ok(usock_sleep(0.001)); /* the timer heap, libev's arrays */
+    /* Move a to a high fd number: libev grows its fd array when it starts
+     * the watcher, in the loop iteration after our own records exist. */
+    ck_assert_int_eq(dup3(a->fd, big, O_CLOEXEC), big);
+    close(a->fd);
+    a->fd = big;
+    op.s = a;
+    test_spawn_op(&op);
+    ck_assert_ok(usock_yield()); /* the recv registers and parks */
+    ck_assert(!op.done);
+    usock__alloc_fail_in(1);
+    ck_assert_ok(usock_sleep(0.05)); /* libev starts the watcher */
+    ck_assert_msg(usock__alloc_fail_left() == 0,
+                  "libev did not allocate through usocket's allocator");
+    ck_assert_count(usock_send(b, "x", 1), 1);
+    test_wait_op(&op, 2.0);
+    ck_assert_int_eq(op.rc, 1);
+}
+END_TEST
+
+/* ---- join and cancel across hubs: EXDEV -------------------------------- */
+
+struct other {
+    int live, done, main_id;        /* ids of the other thread's hub */
+    int go;                          /* 1: the other thread may finish */
+};
+
+static void other_sleeper(void *arg)
+{
+    struct other *o = arg;
+
+    while (!__atomic_load_n(&o->go, __ATOMIC_ACQUIRE)) {
+        usock_sleep(0.005);
+    }
+}
+
+static void *other_thread(void *arg)
+{
+    struct other *o = arg;
+
+    o->done = usock_spawn(nothing, NULL);
+    o->live = usock_spawn(other_sleeper, o);
+    o->main_id = usock_self();
+    usock_sleep(0.01); /* `done` finishes */
+    __atomic_store_n(&o->go, 2, __ATOMIC_RELEASE);
+    while (__atomic_load_n(&o->go, __ATOMIC_ACQUIRE) == 2) {
+        usock_sleep(0.005);
+    }
+    usock_run();
+    return NULL;
+}
+
+/* Every id of the other hub is EXDEV here, whatever the timeout. */
+static void check_exdev(const struct other *o)
+{
+    const int ids[3] = {o->live, o->done, o->main_id};
+
+    for (int i = 0; i < 3; i++) {
+        ck_assert_errno(usock_join(ids[i], 0), EXDEV);
+        ck_assert_errno(usock_join(ids[i], 0.05), EXDEV);
+        ck_assert_errno(usock_join(ids[i], USOCK_NONE), EXDEV);
+        ck_assert_errno(usock_cancel(ids[i]), EXDEV);
+    }
+    ck_assert_errno(usock_join(INT_MAX, USOCK_NONE), ESRCH);
+    ck_assert_errno(usock_cancel(INT_MAX), ESRCH);
+}
+
+static void exdev_task(void *arg)
+{
+    check_exdev(arg);
+}
+
+static void *fresh_thread(void *arg)
+{
+    /* A thread that never used usocket: its first call is the join. */
+    check_exdev(arg);
+    return NULL;
+}
+
+START_TEST(join_cancel_exdev)
+{
+    struct other o = {0};
+    pthread_t th, fresh;
+
+    ck_assert_int_eq(pthread_create(&th, NULL, other_thread, &o), 0);
+    while (__atomic_load_n(&o.go, __ATOMIC_ACQUIRE) != 2) {
+        usleep(1000);
+    }
+    ck_assert_int_gt(o.live, 0);
+    ck_assert_int_gt(o.done, 0);
+    check_exdev(&o); /* from this thread's own context */
+    int t = usock_spawn(exdev_task, &o);
+    ck_assert_int_gt(t, 0);
+    ck_assert_ok(usock_join(t, 5.0)); /* from a task */
+    ck_assert_int_eq(pthread_create(&fresh, NULL, fresh_thread, &o), 0);
+    ck_assert_int_eq(pthread_join(fresh, NULL), 0);
+    __atomic_store_n(&o.go, 3, __ATOMIC_RELEASE);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    /* Ours still work: a finished task of this hub is 0. */
+    ck_assert_ok(usock_join(t, 0));
+    ck_assert_ok(usock_cancel(t));
+}
+END_TEST
+
+/* ---- thread exit with blocked tasks: they unwind before the hub goes ---- */
+
+static int count_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    if (d == NULL) {
+        return -1;
+    }
+    while ((e = readdir(d)) != NULL) {
+        n += e->d_name[0] != '.';
+    }
+    closedir(d);
+    return n - 1; /* opendir's own fd */
+}
+
+struct blocked {
+    usock_t *s;
+    ssize_t rc;
+    int err, closed;
+};
+
+static void blocked_task(void *arg)
+{
+    struct blocked *bl = arg;
+    char c;
+
+    errno = 0;
+    bl->rc = usock_recv(bl->s, &c, 1);
+    bl->err = errno;
+    bl->closed = usock_close(bl->s) == 0;
+}
+
+static void *exiting_thread(void *arg)
+{
+    struct blocked *bl = arg;
+
+    for (int i = 0; i < 3; i++) {
+        usock_spawn(blocked_task, &bl[i]);
+    }
+    usock_sleep(0.02); /* all three block in recv */
+    return NULL;      /* exits with the tasks blocked: no usock_run */
+}
+
+START_TEST(thread_exit_unwinds)
+{
+    struct blocked bl[3] = {{0}};
+    usock_t *peer[3];
+    pthread_t th;
+
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ok(test_pair(&bl[i].s, &peer[i]));
+        bl[i].rc = -2;
+    }
+    int before = count_fds();
+    ck_assert_int_eq(pthread_create(&th, NULL, exiting_thread, bl), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_msg(bl[i].rc == -1, "task %d: recv returned %zd", i,
+                      bl[i].rc);
+        ck_assert_str_eq(test_errname(bl[i].err), "ECANCELED");
+        ck_assert(bl[i].closed);
+    }
+    /* The three sockets the tasks closed, and nothing of the hub's. */
+    ck_assert_int_eq(count_fds(), before - 3);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_ok(usock_close(peer[i]));
+    }
+}
+END_TEST
+
+/* ---- AF_UNIX connect to a full backlog waits out its timeout ----------- */
+
+struct late_accept {
+    usock_t *l;
+    usock_t *got;
+};
+
+static void late_accept_task(void *arg)
+{
+    struct late_accept *la = arg;
+
+    usock_sleep(0.1);
+    la->got = usock_accept(la->l, NULL);
+}
+
+START_TEST(unix_connect_full_backlog)
+{
+    usock_addr_t a;
+    char name[64];
+    usock_t *l = ck_assert_nonnull(usock_socket(AF_UNIX, SOCK_STREAM, 0));
+    usock_t *c[16];
+    int n = 0;
+
+    snprintf(name, sizeof name, "@usock-fault-%d", (int)getpid());
+    ck_assert_ok(usock_addr_unix(&a, name));
+    ck_assert_ok(usock_bind(l, &a));
+    ck_assert_ok(usock_listen(l, 0));
+    /* Fill the backlog: connects with timeout 0 until one is EAGAIN. */
+    for (;;) {
+        ck_assert_int_lt(n, 16);
+        c[n] = ck_assert_nonnull(usock_socket(AF_UNIX, SOCK_STREAM, 0));
+        ck_assert_ok(usock_settimeout(c[n], 0));
+        if (usock_connect(c[n], &a) < 0) {
+            ck_assert_str_eq(test_errname(errno), "EAGAIN");
+            break;
+        }
+        n++;
+    }
+    ck_assert_int_gt(n, 0);
+    /* c[n] is the one refused: now with timeouts. */
+    ck_assert_ok(usock_settimeout(c[n], 0.3));
+    double t0 = usock_now();
+    ck_assert_errno(usock_connect(c[n], &a), ETIMEDOUT);
+    ck_assert_duration(t0, 0.3, 0.3);
+    /* Room comes 0.1 s later: the connect gets in then. */
+    struct late_accept la = {.l = l};
+    ck_assert_int_gt(usock_spawn(late_accept_task, &la), 0);
+    ck_assert_ok(usock_settimeout(c[n], 5.0));
+    t0 = usock_now();
+    ck_assert_ok(usock_connect(c[n], &a));
+    ck_assert_duration(t0, 0.09, 0.5);
+    ck_assert_ok(usock_run());
+    ck_assert_ptr_nonnull(la.got);
+    ck_assert_ok(usock_close(la.got));
+    for (int i = 0; i <= n; i++) {
+        ck_assert_ok(usock_close(c[i]));
+    }
+    ck_assert_ok(usock_close(l));
+}
+END_TEST
+
+/* ---- fork: parent and child both keep working (F14) -------------------- */
+
+/* The fds of this process that are reactor plumbing (epoll, eventfd). */
+static int reactor_fds(int *fds, int max)
+{
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    int n = 0;
+
+    while (d != NULL && (e = readdir(d)) != NULL && n < max) {
+        char path[300], target[64];
+        ssize_t k;
+        snprintf(path, sizeof path, "/proc/self/fd/%s", e->d_name);
+        k = readlink(path, target, sizeof target - 1);
+        if (k > 0) {
+            target[k] = '\0';
+            if (strcmp(target, "anon_inode:[eventpoll]") == 0 ||
+                strcmp(target, "anon_inode:[eventfd]") == 0) {
+                fds[n++] = atoi(e->d_name);
+            }
+        }
+    }
+    if (d != NULL) {
+        closedir(d);
+    }
+    return n;
+}
+
+static void child_echo(void *arg)
+{
+    usock_t **p = arg;
+    char buf[8] = {0};
+
+    if (usock_sendall(p[1], "ping", 4) == 0 && usock_sleep(0.02) == 0 &&
+        usock_read(p[0], buf, 4) == 4 && memcmp(buf, "ping", 4) == 0) {
+        p[2] = p[0]; /* success marker */
+    }
+}
+
+/* In the child: usocket works at once, with a reactor of its own (no fd of
+ * it is the same open file as one of the parent's).  Exit status: 0 ok,
+ * 2 usocket failed, 3 a reactor fd is the parent's, 4 kcmp unusable. */
+static int fork_child_checks(const int *pfds, int np, usock_t *x)
+{
+    usock_t *p[3] = {0};
+    int sv[2];
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) != 0) {
+        return 2;
+    }
+    close(sv[0]);
+    close(sv[1]);
+    usock_t *l = usock_socket(AF_INET, SOCK_STREAM, 0);
+    usock_addr_t a;
+    if (!l || usock_addr_ip(&a, "127.0.0.1", 0) || usock_bind(l, &a) ||
+        usock_listen(l, 8) || usock_getsockname(l, &a)) {
+        return 2;
+    }
+    p[0] = usock_socket(AF_INET, SOCK_STREAM, 0);
+    if (!p[0] || usock_connect(p[0], &a) || !(p[1] = usock_accept(l, NULL))) {
+        return 2;
+    }
+    if (usock_spawn(child_echo, p) <= 0 || usock_run() != 0 || !p[2]) {
+        return 2;
+    }
+    /* The inherited socket the parent's task waits on: closing our copy
+     * must not disturb the parent. */
+    if (usock_close(x) != 0) {
+        return 2;
+    }
+    int cfds[16], nc = reactor_fds(cfds, 16);
+    if (nc == 0) {
+        return 2;
+    }
+    for (int i = 0; i < nc; i++) {
+        for (int j = 0; j < np; j++) {
+            long r = syscall(SYS_kcmp, getppid(), getpid(), KCMP_FILE,
+                             pfds[j], cfds[i]);
+            if (r < 0) {
+                return 4;
+            }
+            if (r == 0) {
+                return 3;
+            }
+        }
+    }
+    return 0;
+}
+
+static void post_flag(void *arg)
+{
+    __atomic_store_n((int *)arg, 1, __ATOMIC_RELEASE);
+}
+
+static void *post_from_thread(void *arg)
+{
+    void **v = arg;
+    usock_hub_post(v[0], post_flag, v[1]);
+    return NULL;
+}
+
+START_TEST(fork_both_work)
+{
+    usock_t *x, *xp;
+    struct test_op op = {.kind = TEST_RECV, .n = 1};
+    usock_hub_t *h = usock_hub_self();
+    int pfds[16], np, status = -1, posted = 0;
+
+    ck_assert_ptr_nonnull(h);
+    ck_assert_ok(test_pair(&x, &xp));
+    op.s = x;
+    test_spawn_op(&op);
+    ck_assert_ok(usock_sleep(0.02)); /* the recv waits in the reactor */
+    np = reactor_fds(pfds, 16);
+    ck_assert_int_gt(np, 0);
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        _exit(fork_child_checks(pfds, np, x));
+    }
+    /* The parent keeps working while the child runs. */
+    double end = usock_now() + 10.0 * test_mult();
+    while (waitpid(pid, &status, WNOHANG) == 0 && usock_now() < end) {
+        ck_assert_ok(usock_sleep(0.01));
+    }
+    ck_assert_msg(WIFEXITED(status), "child did not exit (status %d)",
+                  status);
+    if (WEXITSTATUS(status) == 4) {
+        fprintf(stderr, "fork_both_work: kcmp(2) not permitted here: the "
+                        "child's reactor fds were not compared\n");
+    } else {
+        ck_assert_msg(WEXITSTATUS(status) == 0,
+                      "child failed: %d (2 usocket, 3 the parent's "
+                      "reactor fd)", WEXITSTATUS(status));
+    }
+    ck_assert(!op.done);
+    ck_assert_count(usock_send(xp, "z", 1), 1);
+    test_wait_op(&op, 2.0);
+    ck_assert_int_eq(op.rc, 1);
+    /* A post from another thread still wakes the parent's hub. */
+    pthread_t th;
+    void *v[2] = {h, &posted};
+    ck_assert_int_eq(pthread_create(&th, NULL, post_from_thread, v), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    for (int i = 0; i < 200 && !__atomic_load_n(&posted, __ATOMIC_ACQUIRE);
+         i++) {
+        ck_assert_ok(usock_sleep(0.01));
+    }
+    ck_assert(posted);
+}
+END_TEST
+
+/* ---- the task cap: spawn beyond it is EAGAIN, posts wait --------------- */
+
+static void short_nap(void *arg)
+{
+    (void)arg;
+    usock_sleep(0.05);
+}
+
+START_TEST(max_tasks)
+{
+    usock_hub_t *h = usock_hub_self();
+    int ran = 0;
+
+    ck_assert_ptr_nonnull(h);
+    ck_assert_uint_eq(usock_setmaxtasks(3), 0);
+    for (int i = 0; i < 3; i++) {
+        ck_assert_int_gt(usock_spawn(short_nap, NULL), 0);
+    }
+    ck_assert_errno(usock_spawn(short_nap, NULL), EAGAIN);
+    /* A post at the cap is kept until a task has finished. */
+    ck_assert_ok(usock_hub_post(h, set_flag, &ran));
+    ck_assert_ok(usock_sleep(0.01));
+    ck_assert(!ran);
+    ck_assert_ok(usock_run());
+    ck_assert(ran);
+    ck_assert_int_gt(usock_spawn(short_nap, NULL), 0);
+    ck_assert_uint_eq(usock_setmaxtasks(0), 3);
+    for (int i = 0; i < 10; i++) {
+        ck_assert_int_gt(usock_spawn(short_nap, NULL), 0);
+    }
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+/* ---- name lookups: a bounded pool of workers, the rest queued ---------- */
+
+extern void (*usock__resolve_hook)(const char *host);
+static int in_lookup, most_in_lookup;
+
+static void counting_hook(const char *host)
+{
+    (void)host;
+    int n = __atomic_add_fetch(&in_lookup, 1, __ATOMIC_SEQ_CST);
+    int m = __atomic_load_n(&most_in_lookup, __ATOMIC_SEQ_CST);
+    while (n > m && !__atomic_compare_exchange_n(&most_in_lookup, &m, n, 0,
+                                                 __ATOMIC_SEQ_CST,
+                                                 __ATOMIC_SEQ_CST)) {
+    }
+    struct timespec ts = {0, 200000000};
+    nanosleep(&ts, NULL);
+    __atomic_sub_fetch(&in_lookup, 1, __ATOMIC_SEQ_CST);
+}
+
+struct lookup {
+    int rc, done;
+};
+
+static void lookup_task(void *arg)
+{
+    struct lookup *l = arg;
+    usock_addrinfo_t *res = NULL;
+
+    l->rc = usock_getaddrinfo("localhost", 80, AF_INET, SOCK_STREAM, 0, &res);
+    usock_freeaddrinfo(res);
+    l->done = 1;
+}
+
+START_TEST(resolver_pool_bounded)
+{
+    enum { N = 48 };
+    static struct lookup l[N];
+
+    usock__resolve_hook = counting_hook;
+    for (int i = 0; i < N; i++) {
+        ck_assert_int_gt(usock_spawn(lookup_task, &l[i]), 0);
+    }
+    ck_assert_ok(usock_run());
+    usock__resolve_hook = NULL;
+    for (int i = 0; i < N; i++) {
+        ck_assert(l[i].done);
+        ck_assert_int_eq(l[i].rc, 0);
+    }
+    ck_assert_msg(most_in_lookup <= 16, "%d lookups ran at once",
+                  most_in_lookup);
+    ck_assert_int_gt(most_in_lookup, 1);
+}
+END_TEST
+
+/* ---- the read buffer has a fixed bound (S01, S04) ---------------------- */
+
+#define RB_BOUND 65536
+
+START_TEST(readline_bounded)
+{
+    enum { TOTAL = 200000 };
+    static char out[TOTAL], in[1 << 20];
+    usock_t *a, *b;
+    size_t got = 0;
+
+    memset(out, 'a', sizeof out);
+    ck_assert_ok(test_pair(&a, &b));
+    test_send_after(b, 0.0, out, TOTAL);
+    test_send_after(b, 0.05, NULL, 0); /* then end of stream */
+    /* No newline in 200 kB: each call returns a full piece of the bound
+     * (n - 1 is larger), the socket's own buffer never holds more. */
+    for (;;) {
+        ssize_t r = usock_readline(a, in, sizeof in);
+        ck_assert_int_ge(r, 0);
+        ck_assert_msg(a->rb.cap <= RB_BOUND, "read buffer of %zu bytes",
+                      a->rb.cap);
+        if (r == 0) {
+            break;
+        }
+        ck_assert_ptr_null(memchr(in, '\n', (size_t)r));
+        ck_assert_int_eq((size_t)r, TOTAL - got < RB_BOUND ? TOTAL - got
+                                                           : RB_BOUND);
+        got += (size_t)r;
+    }
+    ck_assert_uint_eq(got, TOTAL);
+    /* A buffer smaller than the bound still gets n - 1 bytes. */
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+START_TEST(read_failure_bounded)
+{
+    enum { SENT = 100000 };
+    static char out[SENT], in[2 * SENT];
+    usock_t *a, *b;
+
+    memset(out, 'b', sizeof out);
+    ck_assert_ok(test_pair(&a, &b));
+    test_send_after(b, 0.0, out, SENT);
+    ck_assert_ok(usock_settimeout(a, 0.3));
+    /* More than the bound arrived, then the timeout: a short count with
+     * errno set, nothing kept in (or lost from) the socket's buffer. */
+    errno = 0;
+    ck_assert_int_eq(usock_read(a, in, sizeof in), SENT);
+    ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+    ck_assert_uint_le(a->rb.cap, RB_BOUND);
+    ck_assert_uint_eq(a->rb.len, 0);
+    /* Less than the bound: -1, and the bytes stay for the next call. */
+    ck_assert_count(usock_send(b, "xyz", 3), 3);
+    ck_assert_errno(usock_read(a, in, 10), ETIMEDOUT);
+    ck_assert_count(usock_recv(a, in, 10), 3);
+    ck_assert_int_eq(memcmp(in, "xyz", 3), 0);
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+/* ---- close of a socket last used on another thread's hub --------------- */
+
+struct remote {
+    usock_t *s;
+    ssize_t rc;
+    int err, done, fds_after;
+};
+
+static void remote_recv(void *arg)
+{
+    struct remote *rm = arg;
+    char c;
+
+    errno = 0;
+    rm->rc = usock_recv(rm->s, &c, 1);
+    rm->err = errno;
+    __atomic_store_n(&rm->done, 1, __ATOMIC_RELEASE);
+}
+
+static void *remote_thread(void *arg)
+{
+    struct remote *rm = arg;
+
+    usock_spawn(remote_recv, rm);
+    usock_run();
+    return NULL;
+}
+
+START_TEST(close_from_other_thread)
+{
+    struct remote rm = {.rc = -2};
+    usock_t *peer;
+    pthread_t th;
+
+    ck_assert_ok(test_pair(&rm.s, &peer));
+    int fd = usock_fileno(rm.s);
+    ck_assert_int_eq(pthread_create(&th, NULL, remote_thread, &rm), 0);
+    usleep(50000); /* the other thread's task waits in recv */
+    ck_assert(!__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE));
+    ck_assert_ok(usock_close(rm.s));
+    /* That hub wakes its waiter (EBADF), retires the watcher, closes. */
+    for (int i = 0; i < 200 && !__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE);
+         i++) {
+        usleep(10000);
+    }
+    ck_assert_msg(rm.done, "the waiter on the other hub never woke");
+    ck_assert_int_eq(rm.rc, -1);
+    ck_assert_str_eq(test_errname(rm.err), "EBADF");
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    /* The fd is closed, and its number free for reuse. */
+    ck_assert_int_eq(fcntl(fd, F_GETFD), -1);
+    ck_assert_ok(usock_close(peer));
+}
+END_TEST
+
+/* ---- the fixture itself: it catches leaks, and names the reactor ------- */
+
+static void forever(void *arg)
+{
+    (void)arg;
+    usock_sleep(3600);
+}
+
+START_TEST(leaks_an_fd)
+{
+    ck_assert_int_ge(dup(0), 0);
+}
+END_TEST
+
+START_TEST(leaks_a_task)
+{
+    ck_assert_int_gt(usock_spawn(forever, NULL), 0);
+    ck_assert_ok(usock_sleep(0.01));
+}
+END_TEST
+
+START_TEST(leaks_a_socket)
+{
+    /* (usock_socket): not through the test registry, so not cleaned up. */
+    ck_assert_ptr_nonnull((usock_socket)(AF_INET, SOCK_STREAM, 0));
+}
+END_TEST
+
+START_TEST(names_its_reactor)
+{
+    const char *want = getenv("USOCKET_REACTOR");
+    ck_assert_ptr_nonnull(usock__reactor_name());
+    ck_assert_str_eq(usock__reactor_name(), want);
+}
+END_TEST
+
+static void add_leaky(TCase *tc)
+{
+    tcase_add_test(tc, leaks_an_fd);
+    tcase_add_test(tc, leaks_a_task);
+    tcase_add_test(tc, leaks_a_socket);
+    tcase_add_test(tc, names_its_reactor);
+}
+
+START_TEST(fixture_catches_leaks)
+{
+    Suite *s = suite_create("leaky");
+    add_reactor_tcases(s, "leaky", add_leaky, 10);
+    SRunner *sr = srunner_create(s);
+    srunner_set_fork_status(sr, CK_FORK);
+    unsetenv("CK_RUN_CASE"); /* this process's own selection */
+    unsetenv("CK_RUN_SUITE");
+    unsetenv("CK_INCLUDE_TAGS");
+    srunner_run_all(sr, CK_SILENT);
+    TestResult **r = srunner_results(sr);
+    int n = srunner_ntests_run(sr), failed = 0, named = 0;
+    for (int i = 0; i < n; i++) {
+        const char *name = tr_tcname(r[i]);
+        const char *msg = tr_msg(r[i]);
+        if (tr_rtype(r[i]) == CK_PASS) {
+            named++;
+            continue;
+        }
+        ck_assert_msg(strstr(msg, "leak: ") != NULL, "%s: %s", name, msg);
+        failed++;
+    }
+    int reactors = 1;
+#ifdef HAVE_LIBEV
+    reactors = 2;
+#endif
+    ck_assert_int_eq(n, 4 * reactors);
+    ck_assert_int_eq(failed, 3 * reactors);
+    ck_assert_int_eq(named, reactors);
+    free(r);
+    srunner_free(sr);
+}
+END_TEST
+
+/* ---- F06: an unreachable host times out, other tasks keep running ----- */
+
+struct ticker {
+    int ticks, stop;
+};
+
+static void ticker_task(void *arg)
+{
+    struct ticker *t = arg;
+
+    while (!t->stop && usock_sleep(0.01) == 0) {
+        t->ticks++;
+    }
+}
+
+START_TEST(unreachable_times_out)
+{
+    /* A host whose SYNs vanish: this machine has no iptables, nft or dummy
+     * links, so the drop is the kernel's own: a listener whose accept
+     * queue is full drops every new SYN (tcp_conn_request), and the
+     * connect sees no answer at all, as behind a DROP rule. */
+    usock_t *l = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    usock_addr_t a;
+    usock_t *c[4];
+    struct ticker t = {0};
+    int n = 0;
+
+    ck_assert_ok(usock_addr_ip(&a, "127.0.0.1", 0));
+    ck_assert_ok(usock_bind(l, &a));
+    ck_assert_ok(usock_listen(l, 0));
+    ck_assert_ok(usock_getsockname(l, &a));
+    ck_assert_int_gt(usock_spawn(ticker_task, &t), 0);
+    for (;;) {
+        ck_assert_int_lt(n, 4);
+        c[n] = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+        ck_assert_ok(usock_settimeout(c[n], 0.5));
+        int ticks0 = t.ticks;
+        double t0 = usock_now();
+        if (usock_connect(c[n], &a) == 0) {
+            n++; /* room in the queue still */
+            continue;
+        }
+        ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+        ck_assert_duration(t0, 0.5, 0.5 + 0.02);
+        ck_assert_msg(t.ticks - ticks0 >= 20, "ticker ran %d times in 0.5 s",
+                      t.ticks - ticks0);
+        break;
+    }
+    ck_assert_int_ge(n, 1);
+    t.stop = 1;
+    ck_assert_ok(usock_run());
+}
+END_TEST
+
+static void add_fault(TCase *tc)
+{
+    tcase_add_test(tc, watch_enomem);
+    tcase_add_test(tc, sleep_enomem);
+    tcase_add_test(tc, reactor_failure);
+    tcase_add_test(tc, poll_error);
+    tcase_add_test(tc, post_spawn_enomem);
+    tcase_add_test(tc, join_cancel_exdev);
+    tcase_add_test(tc, thread_exit_unwinds);
+    tcase_add_test(tc, unix_connect_full_backlog);
+    tcase_add_test(tc, fork_both_work);
+    tcase_add_test(tc, max_tasks);
+    tcase_add_test(tc, resolver_pool_bounded);
+    tcase_add_test(tc, readline_bounded);
+    tcase_add_test(tc, read_failure_bounded);
+    tcase_add_test(tc, close_from_other_thread);
+    tcase_add_test(tc, unreachable_times_out);
+}
+
+static Suite *fault_suite(void)
+{
+    Suite *s = suite_create("fault");
+    TCase *tc;
+
+    add_reactor_tcases(s, "fault", add_fault, 30);
+    tc = tcase_create("fault:plain");
+    tcase_add_test(tc, no_pthread_key);
+    tcase_add_test(tc, fixture_catches_leaks);
+    suite_add_tcase(s, tc);
+#ifdef HAVE_LIBEV
+    tc = tcase_create("fault:ev-only");
+    tcase_add_test(tc, ev_alloc_no_abort);
+    suite_add_tcase(s, tc);
+#endif
+    return s;
+}
+
+int main(void)
+{
+    return test_main(fault_suite());
+}
