@@ -93,35 +93,52 @@ enum { OP_HANDSHAKE, OP_READ, OP_WRITE, OP_SHUTDOWN };
 static BIO_METHOD *bio_method;
 static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 
+/* Read-ahead of the BIO: a record and its header in one recv(2), or
+ * several records.  Allocated while the connection is busy, freed when the
+ * kernel has nothing more (idle connections hold none). */
+#define IN_CHUNK (18 * 1024)
+
+/*
+ * OpenSSL asks for a record header (5 bytes), then its body.  One recv(2)
+ * of up to IN_CHUNK into t->in serves both, and often the next records:
+ * half the system calls of a socket BIO.  What t->in holds counts as input
+ * for usock_poll, and usock_tls_unwrap gives back what follows the
+ * close_notify.
+ */
 static int bio_read(BIO *b, char *buf, int len)
 {
     struct usock *s = BIO_get_data(b);
     struct usock__tls *t = s->tls;
+    struct usock__rbuf *in = &t->in;
 
     BIO_clear_retry_flags(b);
     if (len <= 0) {
         return 0;
     }
-    if (t->in.len) {
-        size_t k = t->in.len < (size_t)len ? t->in.len : (size_t)len;
-        memcpy(buf, t->in.buf + t->in.off, k);
-        t->in.off += k;
-        t->in.len -= k;
-        if (t->in.len == 0) {
-            free(t->in.buf);
-            t->in = (struct usock__rbuf){0};
+    while (in->len == 0) {
+        if (in->cap < IN_CHUNK) {
+            free(in->buf);
+            *in = (struct usock__rbuf){0};
+            in->buf = malloc(IN_CHUNK);
+            if (!in->buf) {
+                t->sys_errno = ENOMEM;
+                return -1;
+            }
+            in->cap = IN_CHUNK;
         }
-        t->nread += k;
-        return (int)k;
-    }
-    for (;;) {
-        ssize_t r = recv(s->fd, buf, (size_t)len, 0);
-        if (r >= 0) {
-            t->nread += (size_t)r;
-            return (int)r; /* 0: end of stream */
+        ssize_t r = recv(s->fd, in->buf, in->cap, 0);
+        if (r > 0) {
+            in->off = 0;
+            in->len = (size_t)r;
+            break;
         }
-        if (errno == EINTR) {
+        if (r < 0 && errno == EINTR) {
             continue;
+        }
+        free(in->buf);
+        *in = (struct usock__rbuf){0};
+        if (r == 0) {
+            return 0; /* end of stream */
         }
         if (errno == EAGAIN || errno == EWOULDBLOCK) {
             BIO_set_retry_read(b);
@@ -130,6 +147,12 @@ static int bio_read(BIO *b, char *buf, int len)
         }
         return -1;
     }
+    size_t k = in->len < (size_t)len ? in->len : (size_t)len;
+    memcpy(buf, in->buf + in->off, k);
+    in->off += k;
+    in->len -= k;
+    t->nread += k;
+    return (int)k;
 }
 
 /* Put n bytes at the end of rb.  0, or -1 with errno ENOMEM. */
@@ -771,12 +794,15 @@ ssize_t usock__tls_send(struct usock *s, const void *buf, size_t n,
 int usock__tls_pending(const struct usock *s)
 {
     const struct usock__tls *t = s->tls;
+    const unsigned char *h = (const unsigned char *)t->in.buf + t->in.off;
 
-    /* A read returns at once: decrypted bytes, the end, or the error.
-     * (Not SSL_has_pending: with read-ahead off it adds only part of a
-     * record, whose rest the kernel reports.) */
-    return t->in.len || t->eof || t->fatal ||
-           (t->done && SSL_pending(t->ssl) > 0);
+    /* A read returns at once: decrypted bytes, the end, the error, or a
+     * whole record read ahead.  After any SSL call t->in starts at a record
+     * (OpenSSL takes all of it while it finishes one), so its header says
+     * whether the record is complete.  (Not SSL_has_pending: OpenSSL holds
+     * at most part of a record, whose rest is not here yet.) */
+    return t->eof || t->fatal || (t->done && SSL_pending(t->ssl) > 0) ||
+           (t->in.len >= 5 && t->in.len >= 5 + ((size_t)h[3] << 8 | h[4]));
 }
 
 static void tls_free(struct usock *s)

@@ -790,6 +790,9 @@ START_TEST(half_record_pause)
     ck_assert_errno(usock_recv(r.c, in, sizeof in), ETIMEDOUT);
     ck_assert_duration(t0, 0.3, 0.3);
     ck_assert_errno(usock_read(r.c, in, sizeof in), ETIMEDOUT);
+    /* Half a record is no input yet. */
+    struct usock_pollfd pf = {.sock = r.c, .events = POLLIN};
+    ck_assert_int_eq(usock_poll(&pf, 1, 0), 0);
     relay_down(&r, 0, 1); /* the rest */
     ck_assert_ok(usock_settimeout(r.c, 5));
     ck_assert_count(usock_read(r.c, in, sizeof in), sizeof in);
@@ -1046,6 +1049,46 @@ START_TEST(renegotiation_tls12)
     usock_tls_free(t);
     usock_close(s);
     peer_stop(&p);
+}
+END_TEST
+
+/* TLS 1.2 renegotiation while our writer streams and our reader waits: the
+ * writer may need the peer's handshake messages (input) while the read
+ * slot is taken. */
+START_TEST(renegotiation_during_write)
+{
+    static const char *const extra[] = {"-tls1_2", NULL};
+    struct peer p;
+    int port = s_server(&p, "server.pem", "server.key", extra);
+    usock_tls_t *t = client_cfg();
+    usock_t *s = connect_port(port);
+    size_t n = 2u << 20;
+    char *big = malloc(n);
+
+    memset(big, 'w', n);
+    ck_assert_ok(usock_tls_wrap(s, t, "localhost"));
+    ck_assert_ok(usock_settimeout(s, 20));
+    struct test_op r = {.kind = TEST_READLINE, .s = s, .n = 64};
+    test_spawn_op(&r);
+    struct test_op w = {.kind = TEST_SENDALL, .s = s, .n = n, .out = big};
+    test_spawn_op(&w);
+    usock_sleep(0.01);
+    peer_say(&p, "r\n");
+    double end = usock_now() + 20;
+    while ((!w.done || p.total < n) && usock_now() < end) {
+        peer_drain(&p);
+        usock_sleep(0.005);
+    }
+    ck_assert_msg(w.done && w.rc == 0, "sendall: %s %s", strerror(w.err),
+                  usock_tls_error(s) ? usock_tls_error(s) : "");
+    ck_assert_int_ge(p.updates, 1); /* the renegotiation completed */
+    peer_say(&p, "to the reader\n");
+    test_wait_op(&r, 5);
+    ck_assert_str_eq(r.buf, "to the reader\n");
+    usock_tls_free(t);
+    usock_close(s);
+    peer_stop(&p);
+    free(big);
 }
 END_TEST
 
@@ -1777,6 +1820,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, keyupdate_idle_read);
     tcase_add_test(tc, keyupdate_large_write);
     tcase_add_test(tc, renegotiation_tls12);
+    tcase_add_test(tc, renegotiation_during_write);
     tcase_add_test(tc, sendall_deadline_exact_count);
     tcase_add_test(tc, plaintext_peer_eproto);
     tcase_add_test(tc, garbage_after_handshake);
