@@ -1026,6 +1026,34 @@ START_TEST(unreachable_times_out)
 }
 END_TEST
 
+/* ---- T11: time is CLOCK_MONOTONIC, by construction -------------------- */
+
+START_TEST(clock_is_monotonic)
+{
+    /* A wall-clock step cannot move usocket's deadlines: every deadline
+     * is on CLOCK_MONOTONIC (stepping the machine's clock from a test
+     * would disturb everything else running here, and a time namespace
+     * offsets only the monotonic clocks).  So: usock_now is that clock,
+     * and a sleep measured on it is exact. */
+    for (int i = 0; i < 3; i++) {
+        struct timespec ts;
+        ck_assert_int_eq(clock_gettime(CLOCK_MONOTONIC, &ts), 0);
+        double mono = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+        double now = usock_now();
+        ck_assert_msg(now - mono >= 0 && now - mono < 0.001,
+                      "usock_now %.6f, CLOCK_MONOTONIC %.6f", now, mono);
+    }
+    struct timespec a, b;
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    ck_assert_ok(usock_sleep(0.2));
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double slept = (double)(b.tv_sec - a.tv_sec) +
+                   (double)(b.tv_nsec - a.tv_nsec) / 1e9;
+    ck_assert_msg(slept >= 0.2 && slept <= 0.2 + 0.02 * test_mult() + 0.1,
+                  "slept %.6f s of monotonic time", slept);
+}
+END_TEST
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
@@ -1043,6 +1071,7 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, read_failure_bounded);
     tcase_add_test(tc, close_from_other_thread);
     tcase_add_test(tc, unreachable_times_out);
+    tcase_add_test(tc, clock_is_monotonic);
 }
 
 static Suite *fault_suite(void)
