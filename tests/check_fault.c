@@ -290,6 +290,7 @@ END_TEST
 
 /* ---- libev's allocations go through a non-aborting allocator ------------ */
 
+#ifdef HAVE_LIBEV
 START_TEST(ev_alloc_no_abort)
 {
     usock_t *a, *b;
@@ -318,6 +319,7 @@ START_TEST(ev_alloc_no_abort)
     ck_assert_int_eq(op.rc, 1);
 }
 END_TEST
+#endif
 
 /* ---- join and cancel across hubs: EXDEV -------------------------------- */
 
