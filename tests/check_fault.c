@@ -763,12 +763,12 @@ START_TEST(resolver_pool_bounded)
     enum { N = 48 };
     static struct lookup l[N];
 
-    usock__resolve_hook = counting_hook;
+    __atomic_store_n(&usock__resolve_hook, counting_hook, __ATOMIC_RELEASE);
     for (int i = 0; i < N; i++) {
         ck_assert_int_gt(usock_spawn(lookup_task, &l[i]), 0);
     }
     ck_assert_ok(usock_run());
-    usock__resolve_hook = NULL;
+    __atomic_store_n(&usock__resolve_hook, NULL, __ATOMIC_RELEASE);
     for (int i = 0; i < N; i++) {
         ck_assert(l[i].done);
         ck_assert_int_eq(l[i].rc, 0);
