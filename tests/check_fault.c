@@ -878,7 +878,14 @@ START_TEST(close_from_other_thread)
     ck_assert_ok(test_pair(&rm.s, &peer));
     int fd = usock_fileno(rm.s);
     ck_assert_int_eq(pthread_create(&th, NULL, remote_thread, &rm), 0);
-    usleep(50000); /* the other thread's task waits in recv */
+    /* Wait until the other thread's task waits in recv: its hub then owns
+     * the socket's watcher (a sleep is not enough under valgrind). */
+    for (int i = 0; i < 5000 && !__atomic_load_n(&rm.s->hub, __ATOMIC_ACQUIRE);
+         i++) {
+        usleep(1000);
+    }
+    ck_assert_ptr_nonnull(__atomic_load_n(&rm.s->hub, __ATOMIC_ACQUIRE));
+    usleep(20000);
     ck_assert(!__atomic_load_n(&rm.done, __ATOMIC_ACQUIRE));
     ck_assert_ok(usock_close(rm.s));
     /* That hub wakes its waiter (EBADF), retires the watcher, closes. */
@@ -919,8 +926,11 @@ END_TEST
 
 START_TEST(leaks_a_socket)
 {
-    /* (usock_socket): not through the test registry, so not cleaned up. */
-    ck_assert_ptr_nonnull((usock_socket)(AF_INET, SOCK_STREAM, 0));
+    /* (usock_socket): not through the test registry, so not cleaned up;
+     * kept reachable, so that valgrind does not report it too. */
+    static usock_t *kept;
+    kept = (usock_socket)(AF_INET, SOCK_STREAM, 0);
+    ck_assert_ptr_nonnull(kept);
 }
 END_TEST
 
@@ -1056,12 +1066,25 @@ START_TEST(clock_is_monotonic)
 }
 END_TEST
 
+/* valgrind keeps its own fd table and does not apply a lowered
+ * RLIMIT_NOFILE to poll(2), which two cases rely on. */
+static int under_valgrind(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+    return p != NULL && strstr(p, "vgpreload") != NULL;
+}
+
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
     tcase_add_test(tc, sleep_enomem);
-    tcase_add_test(tc, reactor_failure);
-    tcase_add_test(tc, poll_error);
+    if (under_valgrind()) {
+        test_skip("fault:reactor_failure, fault:poll_error",
+                  "valgrind does not apply RLIMIT_NOFILE to poll(2)");
+    } else {
+        tcase_add_test(tc, reactor_failure);
+        tcase_add_test(tc, poll_error);
+    }
     tcase_add_test(tc, post_spawn_enomem);
     tcase_add_test(tc, join_cancel_exdev);
     tcase_add_test(tc, thread_exit_unwinds);
