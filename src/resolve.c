@@ -86,8 +86,10 @@ USOCK__HIDDEN int usock__resolve_peak;
 
 static void run_job(struct job *j)
 {
-    if (usock__resolve_hook) {
-        usock__resolve_hook(j->host);
+    void (*hook)(const char *) =
+        __atomic_load_n(&usock__resolve_hook, __ATOMIC_ACQUIRE);
+    if (hook) {
+        hook(j->host);
     }
     j->rc = getaddrinfo(j->host, j->port, &j->hints, &j->res);
     j->err = errno;

@@ -200,12 +200,13 @@ int usock_close(usock_t *s)
     if (usock__closed(s)) {
         return -1;
     }
-    if (s->hub && s->hub != usock__tls_hub) {
+    struct usock_hub *o = __atomic_load_n(&s->hub, __ATOMIC_ACQUIRE);
+    if (o && o != usock__tls_hub) {
         /* Last used on another thread's hub (DESIGN "Lifetimes across
          * threads"): that hub retires the watcher and wakes a waiter
          * there, then closes the fd, so the fd number cannot be reused
          * before.  A hub whose thread has exited has no reactor left. */
-        if (usock__hub_send(s->hub, close_remote, s) == 0) {
+        if (usock__hub_send(o, close_remote, s) == 0) {
             return 0;
         }
         if (errno != ESHUTDOWN) {

@@ -91,7 +91,8 @@ int usock__watch(struct usock *s, struct usock__wait *w, int dir, int events)
             usock__hub_release(s->hub);
         }
         usock__hub_hold(h);
-        s->hub = h;
+        /* Atomic: usock_close on another thread reads it (socket.c). */
+        __atomic_store_n(&s->hub, h, __ATOMIC_RELEASE);
         s->io.cb = sock_ready;
         s->io.hot = &s->rwait;
         s->io.events = -1; /* unknown here: force the first io_set */

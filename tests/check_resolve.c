@@ -41,12 +41,13 @@ static void slow_hook(const char *host)
 static void set_hook(double delay)
 {
     hook_delay = delay;
-    usock__resolve_hook = delay > 0 ? slow_hook : NULL;
+    __atomic_store_n(&usock__resolve_hook, delay > 0 ? slow_hook : NULL,
+                     __ATOMIC_RELEASE);
 }
 
 static void reset_hook(void)
 {
-    usock__resolve_hook = NULL;
+    __atomic_store_n(&usock__resolve_hook, NULL, __ATOMIC_RELEASE);
     usock_setdeadline(USOCK_NONE);
 }
 

@@ -70,8 +70,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     qhead = qlen = 0;
     while (pos + 2 <= size) {
         int op = data[pos] & 3;
-        size_t n = ((size_t)(data[pos] >> 2) << 8 | data[pos + 1]) *
-                   ((data[pos] & 0x80) ? 16 : 1) % (sizeof out);
+        /* Sizes up to 16 KiB; now and then (op byte 0xfc..0xff) up to
+         * 3 x the bound, to cross it. */
+        size_t n = ((size_t)(data[pos] >> 2) << 8 | data[pos + 1]) % 16385;
+        if ((data[pos] & 0xfc) == 0xfc) {
+            n = (n * 13) % sizeof out;
+        }
         pos += 2;
         ssize_t r;
         switch (op) {
@@ -80,8 +84,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             if (qhead + qlen + k > QMAX) {
                 k = QMAX - qhead - qlen;
             }
-            for (size_t i = 0; i < k; i++) {
-                out[i] = (char)(size ? data[(pos + i) % size] : 0);
+            for (size_t i = 0; i < k;) { /* the input, cycled */
+                size_t from = (pos + i) % size, m = size - from;
+                m = m < k - i ? m : k - i;
+                memcpy(out + i, data + from, m);
+                i += m;
             }
             r = write(sv[1], out, k);
             if (r > 0) {
