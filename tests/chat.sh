@@ -47,18 +47,23 @@ for r in $reactors; do
         USOCKET_REACTOR=$r
         export USOCKET_REACTOR
     fi
-    "$EXAMPLES/chat_server" 0 >"$tmp/server.out" 2>&1 &
+    # One output file per run: the background shell truncates its file
+    # only after the fork, so a shared one could still show the previous
+    # server's port when first read here.
+    out=$tmp/server-$r.out
+    : >"$out"
+    "$EXAMPLES/chat_server" 0 >"$out" 2>&1 &
     spid=$!
     port=
     i=0
     while [ $i -lt 100 ] && [ -z "$port" ]; do
-        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$tmp/server.out")
+        port=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$out")
         [ -n "$port" ] || sleep 0.1
         i=$((i + 1))
     done
     if [ -z "$port" ]; then
         echo "not ok - chat ($r): the server did not start"
-        sed 's/^/#   /' "$tmp/server.out"
+        sed 's/^/#   /' "$out"
         failed=1
     else
         timeout 60 python3 "$TOP_SRCDIR/tests/interop/chat_clients.py" "$port" nc |
@@ -67,7 +72,7 @@ for r in $reactors; do
         if grep -q '^not ok' "$tmp/result" || ! grep -q '^ok' "$tmp/result"; then
             failed=1
             echo "# server output:"
-            sed 's/^/#   /' "$tmp/server.out"
+            sed 's/^/#   /' "$out"
         fi
         if ! kill -0 "$spid" 2>/dev/null; then
             echo "not ok - chat ($r): the server died"

@@ -45,6 +45,7 @@ sh "$TOP_SRCDIR/tests/tls_certs.sh" "$tmp" || { echo "not ok - certificates"; ex
 start() {
     name=$1
     shift
+    : >"$tmp/$name.out" # before the fork: the child truncates it late
     "$@" >"$tmp/$name.out" 2>&1 &
     pids="$pids $!"
     port=
