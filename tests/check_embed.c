@@ -250,7 +250,9 @@ START_TEST(poll_loop_drives_100_echo_tasks)
     }
     ck_assert_int_eq(d.pipe_bytes, NECHO);
     /* The daemon's own timer kept firing on time while the tasks worked. */
-    ck_assert_msg(d.ticks >= (int)(took / d.tick) - 2,
+    /* (Under sanitizers or valgrind a loop pass itself is slower: the
+     * count is scaled as the lateness is.) */
+    ck_assert_msg(d.ticks >= (int)(took / (d.tick * test_mult())) - 2,
                   "%d ticks of 20 ms in %.3f s", d.ticks, took);
     ck_assert_msg(d.max_late < 0.1 * test_mult(),
                   "a tick of the daemon's timer came %.3f s late",
