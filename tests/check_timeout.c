@@ -647,7 +647,12 @@ static void on_alarm(int sig)
 static void start_itimer(void)
 {
     struct sigaction sa;
-    struct itimerval it = {{0, 1000}, {0, 1000}};
+    /* Every 1 ms; under valgrind or sanitizers (multiplier above 1) that
+     * many times slower, up to 20 ms, or the signals alone use up the
+     * time valgrind has for the rest. */
+    long us = (long)(1000 * test_mult());
+    struct itimerval it = {{0, us > 20000 ? 20000 : us},
+                           {0, us > 20000 ? 20000 : us}};
 
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_alarm;
