@@ -206,6 +206,53 @@ MICRO=$(BENCH_QUICK=$QUICK $PIN0 "$B/micro" 2>&1)
 echo "$MICRO" | sed 's/^/  /' >&2
 
 # ---------------------------------------------------------------------------
+#  Every core: examples/multicore_echo_server (a hub and an SO_REUSEPORT
+#  listener per thread) at 1 and 2 threads against usock_echo (one hub: the
+#  threaded_echo_server pattern without its greeting), 100 connections of
+#  64 B.  Nothing is pinned: on a 2-CPU machine the load generator shares
+#  the cores with the server's threads, so -t 2 gains less than 2x.
+# ---------------------------------------------------------------------------
+MC=$B/../examples/multicore_echo_server
+# mc_rtt PROG ARGS...: start a server printing "listening on …:PORT", load
+# it for D seconds, print its rt/s.
+mc_rtt() {
+    : > "$TMP/mc.out"
+    env USOCKET_REACTOR=ev "$@" > "$TMP/mc.out" 2>/dev/null &
+    SPID=$!
+    p=$(wait_port "$TMP/mc.out")
+    out=
+    [ -n "$p" ] && out=$("$B/echo_load" -p "$p" -c 100 -s 64 -d "$D" \
+        -w "$W" -P "$SPID")
+    kill "$SPID" 2>/dev/null
+    wait "$SPID" 2>/dev/null
+    SPID=
+    echo "  every core: $* -> $out" >&2
+    field rtt_per_s "$out"
+}
+mc_median() {
+    tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END {
+        print NR == 0 ? 0 : NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+if [ -x "$MC" ]; then
+    one= t1= t2=
+    n=$((QUICK ? 1 : 3))
+    while [ "$n" -gt 0 ]; do
+        one="$one $(mc_rtt "$B/usock_echo" 0 16384)"
+        t1="$t1 $(mc_rtt "$MC" -q -t 1 127.0.0.1:0)"
+        t2="$t2 $(mc_rtt "$MC" -q -t 2 127.0.0.1:0)"
+        n=$((n - 1))
+    done
+    one=$(echo "$one" | mc_median) t1=$(echo "$t1" | mc_median)
+    t2=$(echo "$t2" | mc_median)
+    echo "Every core (100 conns, 64 B, unpinned: the load generator shares" \
+        "the $(nproc) CPUs; measure on an idle machine):"
+    awk -v o="$one" -v a="$t1" -v b="$t2" 'BEGIN {
+        f = "  usock_echo (1 hub) %d rt/s; multicore_echo_server"
+        f = f " -t 1 %d rt/s (%.2fx), -t 2 %d rt/s (%.2fx)\n"
+        printf f, o, a, (o > 0 ? a / o : 0), b, (o > 0 ? b / o : 0) }'
+fi
+
+# ---------------------------------------------------------------------------
 #  Report: medians of the per-round ratios, every figure beside its target.
 # ---------------------------------------------------------------------------
 echo
@@ -330,49 +377,3 @@ function line(k, s, label, tcpu, tsys, trtt,    c, r, sb, sk, ok, out) {
     print out
 }' "$REC"
 
-# ---------------------------------------------------------------------------
-#  Every core: examples/multicore_echo_server (a hub and an SO_REUSEPORT
-#  listener per thread) at 1 and 2 threads against usock_echo (one hub: the
-#  threaded_echo_server pattern without its greeting), 100 connections of
-#  64 B.  Nothing is pinned: on a 2-CPU machine the load generator shares
-#  the cores with the server's threads, so -t 2 gains less than 2x.
-# ---------------------------------------------------------------------------
-MC=$B/../examples/multicore_echo_server
-# mc_rtt PROG ARGS...: start a server printing "listening on …:PORT", load
-# it for D seconds, print its rt/s.
-mc_rtt() {
-    : > "$TMP/mc.out"
-    env USOCKET_REACTOR=ev "$@" > "$TMP/mc.out" 2>/dev/null &
-    SPID=$!
-    p=$(wait_port "$TMP/mc.out")
-    out=
-    [ -n "$p" ] && out=$("$B/echo_load" -p "$p" -c 100 -s 64 -d "$D" \
-        -w "$W" -P "$SPID")
-    kill "$SPID" 2>/dev/null
-    wait "$SPID" 2>/dev/null
-    SPID=
-    echo "  every core: $* -> $out" >&2
-    field rtt_per_s "$out"
-}
-mc_median() {
-    tr ' ' '\n' | grep . | sort -n | awk '{ a[NR] = $1 } END {
-        print NR == 0 ? 0 : NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
-}
-if [ -x "$MC" ]; then
-    one= t1= t2=
-    n=$((QUICK ? 1 : 3))
-    while [ "$n" -gt 0 ]; do
-        one="$one $(mc_rtt "$B/usock_echo" 0 16384)"
-        t1="$t1 $(mc_rtt "$MC" -q -t 1 127.0.0.1:0)"
-        t2="$t2 $(mc_rtt "$MC" -q -t 2 127.0.0.1:0)"
-        n=$((n - 1))
-    done
-    one=$(echo "$one" | mc_median) t1=$(echo "$t1" | mc_median)
-    t2=$(echo "$t2" | mc_median)
-    echo "Every core (100 conns, 64 B, unpinned: the load generator shares" \
-        "the $(nproc) CPUs; measure on an idle machine):"
-    awk -v o="$one" -v a="$t1" -v b="$t2" 'BEGIN {
-        f = "  usock_echo (1 hub) %d rt/s; multicore_echo_server"
-        f = f " -t 1 %d rt/s (%.2fx), -t 2 %d rt/s (%.2fx)\n"
-        printf f, o, a, (o > 0 ? a / o : 0), b, (o > 0 ? b / o : 0) }'
-fi
