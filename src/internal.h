@@ -108,6 +108,10 @@ USOCK__HIDDEN int usock__unread(struct usock *s, const void *buf, size_t n);
 USOCK__HIDDEN int usock__rb_adopt(struct usock *s, char *buf, size_t cap,
                                   size_t off, size_t n);
 
+/* Make room in rb for `want` more bytes after the buffered ones (moving
+ * them to the front, or growing the buffer).  0, or -1 with errno ENOMEM. */
+USOCK__HIDDEN int usock__rb_reserve(struct usock__rbuf *rb, size_t want);
+
 /* Take up to n bytes from the socket's read buffer. */
 USOCK__HIDDEN size_t usock__rb_take(struct usock *s, void *buf, size_t n);
 

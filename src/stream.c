@@ -41,8 +41,8 @@ size_t usock__rb_take(struct usock *s, void *buf, size_t n)
 /* Tests: non-zero makes every allocation of a read buffer fail (ENOMEM). */
 USOCK__HIDDEN int usock__rb_nomem;
 
-/* Make room for `want` more bytes after the buffered ones. */
-static int rb_reserve(struct usock__rbuf *rb, size_t want)
+/* See internal.h. */
+int usock__rb_reserve(struct usock__rbuf *rb, size_t want)
 {
     if (rb->off + rb->len + want <= rb->cap) {
         return 0;
@@ -78,7 +78,7 @@ int usock__unread(struct usock *s, const void *buf, size_t n)
         return 0;
     }
     if (rb->off < n) {
-        if (rb_reserve(rb, n) < 0) {
+        if (usock__rb_reserve(rb, n) < 0) {
             return -1;
         }
         memmove(rb->buf + n, rb->buf + rb->off, rb->len);
@@ -119,7 +119,7 @@ static ssize_t rb_fill(struct usock *s, size_t max, int64_t *dl)
 {
     struct usock__rbuf *rb = &s->rb;
 
-    if (rb_reserve(rb, max) < 0) {
+    if (usock__rb_reserve(rb, max) < 0) {
         return -1;
     }
     ssize_t r = usock__recv(s, rb->buf + rb->off + rb->len, max, NULL, dl);

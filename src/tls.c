@@ -158,19 +158,8 @@ static int bio_read(BIO *b, char *buf, int len)
 /* Put n bytes at the end of rb.  0, or -1 with errno ENOMEM. */
 static int rb_append(struct usock__rbuf *rb, const void *buf, size_t n)
 {
-    if (rb->off + rb->len + n > rb->cap) {
-        size_t cap = rb->len + n + 4096;
-        char *b = malloc(cap);
-        if (!b) {
-            return usock__fail(ENOMEM);
-        }
-        if (rb->len) {
-            memcpy(b, rb->buf + rb->off, rb->len);
-        }
-        free(rb->buf);
-        rb->buf = b;
-        rb->cap = cap;
-        rb->off = 0;
+    if (usock__rb_reserve(rb, n) < 0) {
+        return -1;
     }
     memcpy(rb->buf + rb->off + rb->len, buf, n);
     rb->len += n;
