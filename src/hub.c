@@ -338,7 +338,9 @@ static void embed_tick(void *owner)
         fire_timers(h, usock__clock_ns());
     }
     drain_inbox(h);
-    retry_posts(h, usock__clock_ns());
+    if (h->deferred) {
+        retry_posts(h, usock__clock_ns());
+    }
     round = round > h->rq_len ? round : h->rq_len;
     while (round-- > 0 && (t = rq_pop(h))) {
         if (t == &h->main) {

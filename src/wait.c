@@ -146,19 +146,6 @@ static struct usock_hub *wait_begin(struct usock *s, int64_t *dl)
     return h;
 }
 
-int usock__wait(struct usock *s, int dir, int64_t *dl)
-{
-    struct usock_hub *h = wait_begin(s, dl);
-
-    if (!h) {
-        return -1;
-    }
-    if (!h->has_reactor) {
-        return wait_plain(s, dir, *dl);
-    }
-    return park_on(s, dir, dir, *dl);
-}
-
 int usock__wait_for(struct usock *s, int slot, int events, int64_t *dl)
 {
     struct usock_hub *h = wait_begin(s, dl);
@@ -170,6 +157,11 @@ int usock__wait_for(struct usock *s, int slot, int events, int64_t *dl)
         return wait_plain(s, events, *dl);
     }
     return park_on(s, slot, events, *dl);
+}
+
+int usock__wait(struct usock *s, int dir, int64_t *dl)
+{
+    return usock__wait_for(s, dir, dir, dl);
 }
 
 int usock__backoff(struct usock *s, int dir, int64_t *dl, int64_t until)
