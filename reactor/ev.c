@@ -416,7 +416,7 @@ static void on_syserr(const char *msg)
 
 static void install(void)
 {
-    reserve = malloc(256 * 1024);
+    reserve = malloc((size_t)256 * 1024);
     ev_set_allocator(ev_alloc);
     ev_set_syserr_cb(on_syserr);
 }

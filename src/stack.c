@@ -272,10 +272,10 @@ static void unmap_chunk(struct chunk *c)
 /* The pool of `size`, moved to the front; created when missing. */
 static struct pool *pool_of(size_t size)
 {
-    struct pool **link = &cache.pools, *p;
+    struct pool **link = &cache.pools, *p = cache.pools;
 
-    if (*link && (*link)->size == size) {
-        return *link;
+    if (p && p->size == size) {
+        return p;
     }
     for (; *link; link = &(*link)->next) {
         if ((*link)->size == size) {

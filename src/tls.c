@@ -96,7 +96,7 @@ static pthread_once_t bio_once = PTHREAD_ONCE_INIT;
 /* Read-ahead of the BIO: a record and its header in one recv(2), or
  * several records.  Allocated while the connection is busy, freed when the
  * kernel has nothing more (idle connections hold none). */
-#define IN_CHUNK (18 * 1024)
+#define IN_CHUNK ((size_t)18 * 1024)
 
 /*
  * OpenSSL asks for a record header (5 bytes), then its body.  One recv(2)
