@@ -10,6 +10,11 @@ CC=$1 SECS=$2 SRC=$3 BUILD=$4 LIBS=$5
 shift 5
 OUT=$BUILD/tests/fuzz
 HARNESSES="fuzz_addr fuzz_rbuf fuzz_getaddrinfo"
+# The TLS record path, when the library is built with OpenSSL (the caller
+# passes OPENSSL_CFLAGS in the environment, OPENSSL_LIBS in LIBS).
+if grep -q '^#define HAVE_OPENSSL 1' "$BUILD/config.h" 2>/dev/null; then
+    HARNESSES="$HARNESSES fuzz_tls"
+fi
 
 if ! command -v "$CC" >/dev/null 2>&1; then
     echo "fuzz: $CC not found: skipped" >&2
@@ -23,7 +28,7 @@ if ! "$CC" -fsanitize=fuzzer "$probe" -o "$OUT/obj/probe" 2>/dev/null; then
     exit 77
 fi
 FLAGS="-g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined"
-INC="-I$BUILD -I$SRC/include -I$SRC/src -I$SRC/reactor -D_GNU_SOURCE -DHAVE_CONFIG_H -pthread"
+INC="-I$BUILD -I$SRC/include -I$SRC/src -I$SRC/reactor -D_GNU_SOURCE -DHAVE_CONFIG_H -pthread ${OPENSSL_CFLAGS:-}"
 objs=""
 for f in "$@"; do
     o=$OUT/obj/$(echo "$f" | tr / _).o
