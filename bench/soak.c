@@ -1,0 +1,740 @@
+/*
+ * soak: the scenarios of `make soak` (RELIABILITY.md L01, L02, L04, L07).
+ *
+ *   soak l01|l02|l04|l07
+ *
+ * L01, L02 and L07 fork a usocket echo server (one thread, one task per
+ * connection, in its own process) and drive it from this process with a
+ * plain epoll client; the server's RSS, fd count and CPU time are read
+ * from /proc/PID.  L04 runs in one process: a sender task and the
+ * receiving main context on one hub, over loopback TCP.  Every client
+ * socket is closed with SO_LINGER {1, 0} (a reset), so no TIME_WAIT is
+ * left on the ephemeral ports.  One line per scenario; exit 0 when its
+ * criterion holds, 1 when not, 77 when it cannot run here.  Sizes can be
+ * scaled down for a quick try: SOAK_L01_CONNS, SOAK_L01_SECONDS,
+ * SOAK_L02_CYCLES, SOAK_L07_CONNS, SOAK_L04_BYTES; SOAK_P99_MS (10).
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <usocket.h>
+
+#ifdef HAVE_SOAK_OPENSSL
+#include <openssl/evp.h>
+#endif
+
+#define MSG 32
+#define STACK_KIB 64 /* usocket's default task stack */
+
+static long envl(const char *name, long dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? atol(v) : dflt;
+}
+
+static int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static long rss_kib(pid_t pid)
+{
+    char path[64], line[256];
+    long v = -1;
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "VmRSS: %ld", &v) == 1) {
+            break;
+        }
+    }
+    fclose(f);
+    return v;
+}
+
+static int fd_count(pid_t pid)
+{
+    char path[64];
+    int n = 0;
+    snprintf(path, sizeof path, "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    if (!d) {
+        return -1;
+    }
+    const struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        n += e->d_name[0] != '.';
+    }
+    closedir(d);
+    return n;
+}
+
+/* utime + stime of pid, in ms. */
+static long cpu_ms(pid_t pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return -1;
+    }
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')');
+    unsigned long ut = 0, st = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
+                     &ut, &st) != 2) {
+        return -1;
+    }
+    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The server: usocket, one task per connection, echo.                 */
+
+static void echo_task(void *arg)
+{
+    usock_t *c = arg;
+    char buf[1024];
+    ssize_t n;
+    while ((n = usock_recv(c, buf, sizeof buf)) > 0) {
+        if (usock_sendall(c, buf, (size_t)n) < 0) {
+            break;
+        }
+    }
+    usock_close(c);
+}
+
+static void server_main(int wfd, int backlog)
+{
+    usock_addr_t a;
+    usock_t *s = usock_socket(AF_INET, SOCK_STREAM, 0);
+    if (!s || usock_addr_ip(&a, "127.0.0.1", 0) < 0 ||
+        usock_setsockopt_int(s, SOL_SOCKET, SO_REUSEADDR, 1) < 0 ||
+        usock_bind(s, &a) < 0 || usock_listen(s, backlog) < 0 ||
+        usock_getsockname(s, &a) < 0) {
+        perror("soak server");
+        _exit(1);
+    }
+    int port = usock_addr_port(&a);
+    if (write(wfd, &port, sizeof port) != (ssize_t)sizeof port) {
+        _exit(1);
+    }
+    close(wfd);
+    for (;;) {
+        usock_t *c = usock_accept(s, NULL);
+        if (!c) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOMEM) {
+                usock_sleep(0.01);
+            }
+            continue;
+        }
+        usock_setsockopt_int(c, IPPROTO_TCP, TCP_NODELAY, 1);
+        if (usock_spawn(echo_task, c) < 0) {
+            usock_close(c);
+        }
+    }
+}
+
+static pid_t server_pid;
+
+static int start_server(int backlog)
+{
+    int p[2], port = -1;
+    if (pipe(p) != 0) {
+        return -1;
+    }
+    pid_t parent = getpid();
+    server_pid = fork();
+    if (server_pid < 0) {
+        return -1;
+    }
+    if (server_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(1);
+        }
+        signal(SIGPIPE, SIG_DFL); /* the library must not raise it */
+        close(p[0]);
+        server_main(p[1], backlog);
+        _exit(0);
+    }
+    close(p[1]);
+    if (read(p[0], &port, sizeof port) != (ssize_t)sizeof port) {
+        port = -1;
+    }
+    close(p[0]);
+    return port;
+}
+
+static void stop_server(void)
+{
+    if (server_pid > 0) {
+        kill(server_pid, SIGKILL);
+        waitpid(server_pid, NULL, 0);
+        server_pid = 0;
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* The epoll client side.                                               */
+
+static struct sockaddr_in srv;
+
+static int open_conn(int ep, uint32_t id)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    struct linger lg = {1, 0};
+    setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (struct sockaddr *)&srv, sizeof srv) != 0 &&
+        errno != EINPROGRESS) {
+        int e = errno;
+        close(fd);
+        errno = e;
+        return -1;
+    }
+    struct epoll_event ev = {.events = EPOLLOUT, .data.u32 = id};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int sock_error(int fd)
+{
+    int e = 0;
+    socklen_t len = sizeof e;
+    getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len);
+    return e;
+}
+
+static int setup_client(int backlog)
+{
+    int port = start_server(backlog);
+    if (port <= 0) {
+        fprintf(stderr, "soak: server did not start\n");
+        return -1;
+    }
+    memset(&srv, 0, sizeof srv);
+    srv.sin_family = AF_INET;
+    srv.sin_port = htons((uint16_t)port);
+    srv.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    usleep(100000);
+    return 0;
+}
+
+static int cmp_u32(const void *a, const void *b)
+{
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Wait until the server's fd count stays the same for 300 ms (at most
+ * limit_ms); returns it. */
+static int settle_fds(int limit_ms, int target)
+{
+    int last = fd_count(server_pid), same = 0;
+    for (int t = 0; t < limit_ms; t += 50) {
+        usleep(50000);
+        int n = fd_count(server_pid);
+        if (n == target) {
+            return n;
+        }
+        same = n == last ? same + 1 : 0;
+        last = n;
+        if (target < 0 && same >= 6) {
+            break;
+        }
+    }
+    return last;
+}
+
+/* L01: N connections, one 32-byte message per second each, for SECS. */
+struct c01 {
+    int fd;
+    int got;
+    int inflight;
+    int64_t sent;
+};
+
+static int l01(void)
+{
+    long n = envl("SOAK_L01_CONNS", 10000), secs = envl("SOAK_L01_SECONDS", 60);
+    long p99_limit_us = envl("SOAK_P99_MS", 10) * 1000;
+    struct c01 *c = calloc((size_t)n, sizeof *c);
+    size_t cap = (size_t)(n * (secs + 2)), nlat = 0;
+    uint32_t *lat = malloc(cap * sizeof *lat);
+    long errors = 0, connected = 0;
+    char msg[MSG], buf[MSG];
+    memset(msg, 'x', sizeof msg);
+    if (!c || !lat || setup_client(-1) < 0) {
+        return 1;
+    }
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    long rss0 = rss_kib(server_pid);
+    struct epoll_event evs[512];
+    /* Connect, at most 256 in progress at once, within 60 s. */
+    long next = 0, pending = 0;
+    int64_t dl = now_ns() + 60 * (int64_t)1000000000;
+    while ((next < n || pending > 0) && now_ns() < dl) {
+        while (next < n && pending < 256) {
+            c[next].fd = open_conn(ep, (uint32_t)next);
+            if (c[next].fd < 0) {
+                errors++;
+            } else {
+                pending++;
+            }
+            next++;
+        }
+        int k = epoll_wait(ep, evs, 512, 100);
+        for (int i = 0; i < k; i++) {
+            struct c01 *x = &c[evs[i].data.u32];
+            pending--;
+            if (sock_error(x->fd) != 0) {
+                errors++;
+                epoll_ctl(ep, EPOLL_CTL_DEL, x->fd, NULL);
+                close(x->fd);
+                x->fd = -1;
+                continue;
+            }
+            struct epoll_event ev = {.events = EPOLLIN, .data.u32 = evs[i].data.u32};
+            epoll_ctl(ep, EPOLL_CTL_MOD, x->fd, &ev);
+            connected++;
+        }
+    }
+    errors += pending;
+    usleep(300000);
+    long rss1 = rss_kib(server_pid);
+    /* Messages: the j-th is due at t0 + j/n s, on connection j % n. */
+    int64_t t0 = now_ns(), end = t0 + secs * (int64_t)1000000000;
+    long j = 0, total = n * secs;
+    while (1) {
+        int64_t t = now_ns();
+        while (j < total && t0 + (int64_t)((double)j * 1e9 / (double)n) <= t) {
+            struct c01 *x = &c[j % n];
+            j++;
+            if (x->fd < 0) {
+                continue;
+            }
+            if (x->inflight) {
+                errors++; /* its last echo took over a second */
+                continue;
+            }
+            if (send(x->fd, msg, MSG, MSG_NOSIGNAL) != MSG) {
+                errors++;
+                continue;
+            }
+            x->inflight = 1;
+            x->got = 0;
+            x->sent = t;
+        }
+        if (t >= end + 1000000000LL || (j >= total && t >= end)) {
+            int busy = 0;
+            for (long i = 0; i < n; i++) {
+                busy += c[i].inflight;
+            }
+            if (busy == 0 || t >= end + 1000000000LL) {
+                errors += busy;
+                break;
+            }
+        }
+        int k = epoll_wait(ep, evs, 512, 1);
+        for (int i = 0; i < k; i++) {
+            struct c01 *x = &c[evs[i].data.u32];
+            if (x->fd < 0) {
+                continue;
+            }
+            ssize_t r = recv(x->fd, buf, (size_t)(MSG - x->got), 0);
+            if (r <= 0) {
+                if (r < 0 && errno == EAGAIN) {
+                    continue;
+                }
+                errors++;
+                epoll_ctl(ep, EPOLL_CTL_DEL, x->fd, NULL);
+                close(x->fd);
+                x->fd = -1;
+                continue;
+            }
+            x->got += (int)r;
+            if (x->got == MSG && x->inflight) {
+                x->inflight = 0;
+                if (nlat < cap) {
+                    lat[nlat++] = (uint32_t)((now_ns() - x->sent) / 1000);
+                }
+            }
+        }
+    }
+    long rss2 = rss_kib(server_pid);
+    for (long i = 0; i < n; i++) {
+        if (c[i].fd >= 0) {
+            close(c[i].fd);
+        }
+    }
+    close(ep);
+    stop_server();
+    qsort(lat, nlat, sizeof *lat, cmp_u32);
+    uint32_t p50 = nlat ? lat[nlat / 2] : 0, p99 = nlat ? lat[nlat * 99 / 100] : 0,
+             mx = nlat ? lat[nlat - 1] : 0;
+    long grown = rss2 > rss1 ? rss2 : rss1;
+    double per = connected ? (double)(grown - rss0) / (double)connected : 0;
+    int ok = errors == 0 && connected == n && p99 <= p99_limit_us &&
+             per <= STACK_KIB + 16 && (long)nlat == total;
+    printf("L01 conns=%ld secs=%ld msgs=%zu errors=%ld p50_us=%u p99_us=%u "
+           "max_us=%u rss_base_kib=%ld rss_kib=%ld per_conn_kib=%.1f "
+           "(limit %d) %s\n",
+           connected, secs, nlat, errors, p50, p99, mx, rss0, grown, per,
+           STACK_KIB + 16, ok ? "PASS" : "FAIL");
+    free(c);
+    free(lat);
+    return ok ? 0 : 1;
+}
+
+/* L02: CYCLES connect/close cycles, 100 in parallel. */
+static int churn(int ep, int *fds, long cycles, long *errors)
+{
+    long started = 0, done = 0;
+    struct epoll_event evs[128];
+    int64_t dl = now_ns() + 400 * (int64_t)1000000000;
+    for (int i = 0; i < 100 && started < cycles; i++, started++) {
+        fds[i] = open_conn(ep, (uint32_t)i);
+        if (fds[i] < 0) {
+            (*errors)++;
+            return -1;
+        }
+    }
+    while (done < cycles && now_ns() < dl) {
+        int k = epoll_wait(ep, evs, 128, 1000);
+        for (int i = 0; i < k; i++) {
+            uint32_t id = evs[i].data.u32;
+            if (sock_error(fds[id]) != 0) {
+                (*errors)++;
+            }
+            close(fds[id]); /* SO_LINGER {1, 0}: a reset */
+            fds[id] = -1;
+            done++;
+            if (started < cycles) {
+                started++;
+                fds[id] = open_conn(ep, id);
+                if (fds[id] < 0) {
+                    (*errors)++;
+                    done++;
+                }
+            }
+        }
+    }
+    return done >= cycles ? 0 : -1;
+}
+
+static int l02(void)
+{
+    long cycles = envl("SOAK_L02_CYCLES", 1000000), errors = 0;
+    int fds[100];
+    if (setup_client(-1) < 0) {
+        return 1;
+    }
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int fd_idle = fd_count(server_pid);
+    /* Warm-up: the stack cache and the allocator reach their steady
+     * state; the baseline is taken after it. */
+    churn(ep, fds, 10000, &errors);
+    int fd0 = settle_fds(5000, fd_idle);
+    long rss0 = rss_kib(server_pid);
+    int64_t t0 = now_ns();
+    int r = churn(ep, fds, cycles, &errors);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    int fd1 = settle_fds(10000, fd0);
+    usleep(200000);
+    long rss1 = rss_kib(server_pid);
+    close(ep);
+    stop_server();
+    int ok = r == 0 && errors == 0 && fd1 == fd0 && rss1 - rss0 < 1024;
+    printf("L02 cycles=%ld parallel=100 secs=%.1f rate_per_s=%.0f errors=%ld "
+           "fds_base=%d fds_after=%d rss_base_kib=%ld rss_after_kib=%ld "
+           "(client close: SO_LINGER {1,0}) %s\n",
+           cycles, secs, (double)cycles / secs, errors, fd0, fd1, rss0, rss1,
+           ok ? "PASS" : "FAIL");
+    return ok ? 0 : 1;
+}
+
+/* L07: N connects at once against backlog 128. */
+static int l07(void)
+{
+    long n = envl("SOAK_L07_CONNS", 10000);
+    long accepted = 0, refused = 0, errors = 0, open_failed = 0;
+    int *fds = malloc((size_t)n * sizeof *fds);
+    char *state = calloc((size_t)n, 1);
+    if (!fds || !state || setup_client(128) < 0) {
+        return 1;
+    }
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    long cpu0 = cpu_ms(server_pid);
+    int64_t t0 = now_ns();
+    for (long i = 0; i < n; i++) {
+        fds[i] = open_conn(ep, (uint32_t)i);
+        if (fds[i] < 0) {
+            if (errno == ECONNREFUSED) {
+                refused++;
+            } else {
+                open_failed++;
+            }
+        }
+    }
+    double issue_s = (double)(now_ns() - t0) / 1e9;
+    long left = n - refused - open_failed;
+    struct epoll_event evs[512];
+    int64_t dl = t0 + 60 * (int64_t)1000000000;
+    while (left > 0 && now_ns() < dl) {
+        int k = epoll_wait(ep, evs, 512, 100);
+        for (int i = 0; i < k; i++) {
+            uint32_t id = evs[i].data.u32;
+            int fd = fds[id], fin = 0;
+            if (state[id] == 0) {
+                int e = sock_error(fd);
+                if (e == 0 && send(fd, "a", 1, MSG_NOSIGNAL) == 1) {
+                    struct epoll_event ev = {.events = EPOLLIN, .data.u32 = id};
+                    epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+                    state[id] = 1;
+                } else if (e == ECONNREFUSED || e == ECONNRESET ||
+                           errno == ECONNRESET) {
+                    refused++;
+                    fin = 1;
+                } else {
+                    errors++;
+                    fin = 1;
+                }
+            } else {
+                char b;
+                ssize_t r = recv(fd, &b, 1, 0);
+                if (r == 1) {
+                    accepted++; /* the server's task echoed: accepted */
+                    fin = 1;
+                } else if (r < 0 && errno == EAGAIN) {
+                    continue;
+                } else {
+                    refused++; /* reset by the server's kernel */
+                    fin = 1;
+                }
+            }
+            if (fin) {
+                epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+                close(fd);
+                fds[id] = -1;
+                left--;
+            }
+        }
+    }
+    double storm_s = (double)(now_ns() - t0) / 1e9;
+    long cpu1 = cpu_ms(server_pid);
+    errors += left + open_failed;
+    for (long i = 0; i < n; i++) {
+        if (fds[i] >= 0) {
+            close(fds[i]);
+        }
+    }
+    close(ep);
+    /* No busy loop: the server idles once the storm is over. */
+    usleep(500000);
+    long cpu2 = cpu_ms(server_pid);
+    usleep(1000000);
+    long idle_ms = cpu_ms(server_pid) - cpu2;
+    stop_server();
+    int ok = errors == 0 && accepted + refused == n && idle_ms < 50;
+    printf("L07 connects=%ld backlog=128 issued_in_s=%.2f storm_s=%.2f "
+           "accepted=%ld refused=%ld errors=%ld server_cpu_ms=%ld "
+           "server_idle_cpu_ms_per_s=%ld %s\n",
+           n, issue_s, storm_s, accepted, refused, errors, cpu1 - cpu0,
+           idle_ms, ok ? "PASS" : "FAIL");
+    free(fds);
+    free(state);
+    return ok ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* L04: one usock_sendall of 2 GiB + 1 byte.                            */
+
+#ifdef HAVE_SOAK_OPENSSL
+struct l04 {
+    unsigned char *buf;
+    size_t len;
+    int port;
+    int rc, err;
+};
+
+static void sender(void *arg)
+{
+    struct l04 *x = arg;
+    usock_addr_t a;
+    usock_t *c = usock_socket(AF_INET, SOCK_STREAM, 0);
+    x->rc = -1;
+    if (c && usock_setsockopt_int(c, SOL_SOCKET, SO_SNDBUF, 65536) == 0 &&
+        usock_addr_ip(&a, "127.0.0.1", x->port) == 0 &&
+        usock_connect(c, &a) == 0) {
+        x->rc = usock_sendall(c, x->buf, x->len);
+    }
+    x->err = errno;
+    usock_close(c);
+}
+
+static uint64_t rng = 0x9e3779b97f4a7c15ULL;
+
+static uint64_t next_rand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return rng;
+}
+
+static void hex(const unsigned char *d, char *out)
+{
+    for (int i = 0; i < 32; i++) {
+        sprintf(out + 2 * i, "%02x", d[i]);
+    }
+}
+
+static int l04(void)
+{
+    size_t len = (size_t)envl("SOAK_L04_BYTES", (2L << 30) + 1);
+    static unsigned char rbuf[1 << 18];
+    struct l04 x = {.len = len};
+    usock_addr_t a;
+    x.buf = mmap(NULL, len, PROT_READ | PROT_WRITE,
+                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (x.buf == MAP_FAILED) {
+        printf("SKIP: L04: no memory for %zu bytes\n", len);
+        return 77;
+    }
+    for (size_t i = 0; i + 8 <= len; i += 8) {
+        uint64_t r = next_rand();
+        memcpy(x.buf + i, &r, 8);
+    }
+    x.buf[len - 1] = 0xa5;
+    unsigned char md_s[32], md_r[32];
+    unsigned int mdlen;
+    EVP_Digest(x.buf, len, md_s, &mdlen, EVP_sha256(), NULL);
+
+    usock_t *l = usock_socket(AF_INET, SOCK_STREAM, 0);
+    if (!l || usock_setsockopt_int(l, SOL_SOCKET, SO_RCVBUF, 65536) < 0 ||
+        usock_addr_ip(&a, "127.0.0.1", 0) < 0 || usock_bind(l, &a) < 0 ||
+        usock_listen(l, 8) < 0 || usock_getsockname(l, &a) < 0) {
+        perror("L04 listen");
+        return 1;
+    }
+    x.port = usock_addr_port(&a);
+    int64_t t0 = now_ns();
+    int task = usock_spawn(sender, &x);
+    usock_t *c = task > 0 ? usock_accept(l, NULL) : NULL;
+    if (!c) {
+        perror("L04 accept");
+        return 1;
+    }
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(md, EVP_sha256(), NULL);
+    size_t total = 0;
+    long nrecv = 0, nread = 0, failed = 0;
+    for (;;) {
+        uint64_t r = next_rand();
+        size_t n = 1 + (size_t)((r >> 8) % ((size_t)1 << (r % 19)));
+        ssize_t got;
+        if (r & 0x80) {
+            got = usock_read(c, rbuf, n);
+            nread++;
+        } else {
+            got = usock_recv(c, rbuf, n);
+            nrecv++;
+        }
+        if (got < 0) {
+            failed = errno;
+            break;
+        }
+        if (got == 0) {
+            break;
+        }
+        EVP_DigestUpdate(md, rbuf, (size_t)got);
+        total += (size_t)got;
+    }
+    EVP_DigestFinal_ex(md, md_r, &mdlen);
+    EVP_MD_CTX_free(md);
+    usock_join(task, 10);
+    double secs = (double)(now_ns() - t0) / 1e9;
+    usock_close(c);
+    usock_close(l);
+    char hs[65], hr[65];
+    hex(md_s, hs);
+    hex(md_r, hr);
+    int ok = x.rc == 0 && failed == 0 && total == len &&
+             memcmp(md_s, md_r, 32) == 0;
+    printf("L04 bytes=%zu received=%zu secs=%.1f MB_per_s=%.0f recv_calls=%ld "
+           "read_calls=%ld sendall=%d%s%s sha256_sent=%.16s… sha256_recv=%.16s… %s\n",
+           len, total, secs, (double)total / secs / 1e6, nrecv, nread, x.rc,
+           x.rc ? "/" : "", x.rc ? strerror(x.err) : "", hs, hr,
+           ok ? "PASS" : "FAIL");
+    munmap(x.buf, len);
+    return ok ? 0 : 1;
+}
+#else
+static int l04(void)
+{
+    printf("SKIP: L04: built without OpenSSL (its SHA-256)\n");
+    return 77;
+}
+#endif
+
+int main(int argc, char **argv)
+{
+    signal(SIGPIPE, SIG_IGN);
+    raise_nofile();
+    if (argc == 2 && strcmp(argv[1], "l01") == 0) {
+        return l01();
+    }
+    if (argc == 2 && strcmp(argv[1], "l02") == 0) {
+        return l02();
+    }
+    if (argc == 2 && strcmp(argv[1], "l04") == 0) {
+        return l04();
+    }
+    if (argc == 2 && strcmp(argv[1], "l07") == 0) {
+        return l07();
+    }
+    fprintf(stderr, "usage: soak l01|l02|l04|l07\n");
+    return 2;
+}
