@@ -51,7 +51,7 @@
 
 #include "reactor.h"
 
-#define MIN_FDS   1024
+#define MIN_FDS   64   /* slots at first: 1 KiB, doubled as fds come */
 #define MIN_LIST  64
 #define BATCH     512                /* events per epoll_wait */
 #define WAKE      UINT64_MAX         /* the eventfd's data */
