@@ -11,7 +11,7 @@ fi
 srv_cmd() {
     case $1 in
     base) echo "baseline_epoll" ;;
-    ev | poll) echo "usock_echo" ;;
+    ev | poll | epoll) echo "usock_echo" ;;
     pthread) echo "pthread_echo" ;;
     naive) echo "naive_echo" ;;
     libuv) echo "uv_echo" ;;
@@ -24,6 +24,7 @@ srv_cmd() {
 srv_env() {
     case $1 in
     poll) echo "USOCKET_REACTOR=poll" ;;
+    epoll) echo "USOCKET_REACTOR=epoll" ;;
     go) echo "GOMAXPROCS=1" ;;
     *) echo "USOCKET_REACTOR=ev" ;;
     esac

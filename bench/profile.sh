@@ -1,7 +1,7 @@
 #!/bin/sh
 # bench/profile.sh BENCHDIR KIND CONNS [SECONDS] — where a server's CPU goes.
 #
-# Starts server KIND (base: baseline_epoll, ev or poll: usock_echo on that
+# Starts server KIND (base: baseline_epoll, ev, poll or epoll: usock_echo on that
 # reactor) pinned to CPU 0, loads it with echo_load (CONNS connections, 64 B
 # ping-pong) on CPU 1, samples the server with
 # `perf record -e cpu-clock -g` for SECONDS (3) after a 2 s warm-up, and
@@ -13,7 +13,7 @@
 # Needs perf; the server is killed by its PID on exit.
 set -u
 
-B=${1:?usage: profile.sh BENCHDIR base|ev|poll CONNS [SECONDS]}
+B=${1:?usage: profile.sh BENCHDIR base|ev|poll|epoll CONNS [SECONDS]}
 KIND=${2:?kind}
 CONNS=${3:?conns}
 SECS=${4:-3}
@@ -26,8 +26,8 @@ trap 'exit 130' INT TERM HUP
 . "$(dirname "$0")/common.sh"
 command -v perf >/dev/null 2>&1 || { echo "profile.sh: perf not found" >&2; exit 1; }
 case $KIND in
-base | ev | poll) ;;
-*) echo "profile.sh: KIND is base, ev or poll" >&2; exit 2 ;;
+base | ev | poll | epoll) ;;
+*) echo "profile.sh: KIND is base, ev, poll or epoll" >&2; exit 2 ;;
 esac
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 

@@ -1,5 +1,5 @@
 /*
- * What both backends share: choosing one at run time, and the monotonic
+ * What the backends share: choosing one at run time, and the monotonic
  * clock with its conversion to a poll(2) timeout.
  */
 #include "config.h"
@@ -24,9 +24,10 @@ static const struct usock__reactor_ops *default_ops(void)
 #endif
 }
 
-/* The backend named by $USOCKET_REACTOR, read at each call: "ev", "poll", or
- * unset/empty for the default (ev when built with libev, else poll).  NULL
- * with errno ENOTSUP for any other name, or for "ev" without libev. */
+/* The backend named by $USOCKET_REACTOR, read at each call: "ev", "poll",
+ * "epoll", or unset/empty for the default (ev when built with libev, else
+ * poll).  NULL with errno ENOTSUP for any other name, or for "ev" without
+ * libev, or "epoll" where there is no epoll (not Linux). */
 const struct usock__reactor_ops *usock__reactor_pick(void)
 {
     const char *name = getenv("USOCKET_REACTOR");
@@ -40,6 +41,11 @@ const struct usock__reactor_ops *usock__reactor_pick(void)
 #ifdef HAVE_LIBEV
     if (strcmp(name, "ev") == 0) {
         return &usock__reactor_ev;
+    }
+#endif
+#ifdef HAVE_EPOLL
+    if (strcmp(name, "epoll") == 0) {
+        return &usock__reactor_epoll;
     }
 #endif
     errno = ENOTSUP;

@@ -128,6 +128,9 @@ USOCK__HIDDEN extern const struct usock__reactor_ops usock__reactor_poll;
 #ifdef HAVE_LIBEV
 USOCK__HIDDEN extern const struct usock__reactor_ops usock__reactor_ev;
 #endif
+#ifdef HAVE_EPOLL
+USOCK__HIDDEN extern const struct usock__reactor_ops usock__reactor_epoll;
+#endif
 
 /* The backend named by $USOCKET_REACTOR ("ev" or "poll"; default ev when
  * built with libev), or NULL with errno ENOTSUP for an unknown or unbuilt

@@ -37,6 +37,10 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 reactors="default poll"
+# The epoll reactor too when built (config.h of the build tree).
+if [ -f config.h ] && grep -q '^#define HAVE_EPOLL 1' config.h; then
+    reactors="$reactors epoll"
+fi
 if [ -n "${USOCKET_REACTOR:-}" ]; then
     reactors=$USOCKET_REACTOR
 fi

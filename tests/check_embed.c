@@ -1,8 +1,9 @@
 /*
  * Suite "embed": a loop that is not libev drives the hub through
  * usock_hub_fd, usock_hub_timeout and usock_hub_run_nowait (here a
- * hand-written poll(2) loop with its own pipe and its own timer); on the
- * poll reactor the three calls fail with ENOTSUP.  Also: handing an
+ * hand-written poll(2) loop with its own pipe and its own timer), on the
+ * ev and the epoll reactors alike; on the poll reactor the three calls
+ * fail with ENOTSUP.  Also: handing an
  * accepted socket to a task on another thread's hub (usock_hub_post).
  */
 #include "config.h"
@@ -26,7 +27,7 @@
 #define NECHO 100
 #define NLINES 20
 
-#ifdef HAVE_LIBEV
+#if defined(HAVE_LIBEV) || defined(HAVE_EPOLL)
 
 /* Is fd readable within ms milliseconds? */
 static int readable(int fd, int ms)
@@ -527,6 +528,7 @@ START_TEST(first_call_and_alive_count)
 }
 END_TEST
 
+#ifdef HAVE_LIBEV
 START_TEST(ev_loop_hub_is_ebusy)
 {
     struct ev_loop *loop = ev_loop_new(0);
@@ -540,6 +542,7 @@ START_TEST(ev_loop_hub_is_ebusy)
     ck_assert_int_eq(errno, EBUSY);
 }
 END_TEST
+#endif
 
 static void add_driven_tests(TCase *tc)
 {
@@ -550,15 +553,63 @@ static void add_driven_tests(TCase *tc)
     tcase_add_test(tc, fd_not_readable_without_work);
     tcase_add_test(tc, run_nowait_from_task_is_edeadlk);
     tcase_add_test(tc, first_call_and_alive_count);
-    tcase_add_test(tc, ev_loop_hub_is_ebusy);
 }
 
+#endif /* HAVE_LIBEV || HAVE_EPOLL */
+
+#ifdef HAVE_LIBEV
 static void ev_setup(void)
 {
     setenv("USOCKET_REACTOR", "ev", 1);
 }
+#endif
 
-#endif /* HAVE_LIBEV */
+#ifdef HAVE_EPOLL
+const char *usock__reactor_name(void); /* src/internal.h */
+
+static void epoll_setup(void)
+{
+    setenv("USOCKET_REACTOR", "epoll", 1);
+}
+
+/* The epoll reactor gives its own epoll set as the hub fd, and is the
+ * reactor in use; only ev can live inside a daemon's libev loop. */
+START_TEST(epoll_hub_fd_is_its_set)
+{
+    int fd = usock_hub_fd();
+    char path[64], target[64];
+    ssize_t k;
+
+    ck_assert_int_ge(fd, 0);
+    ck_assert_str_eq(usock__reactor_name(), "epoll");
+    ck_assert_int_eq(usock_hub_fd(), fd);
+    snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+    k = readlink(path, target, sizeof target - 1);
+    ck_assert_int_gt(k, 0);
+    target[k] = '\0';
+    ck_assert_str_eq(target, "anon_inode:[eventpoll]");
+#ifdef HAVE_LIBEV
+    struct ev_loop *loop = ev_loop_new(0);
+    ck_assert_ptr_nonnull(loop);
+    ck_assert_errno(usock_hub_use_ev_loop(loop), EBUSY); /* hub made */
+    ev_loop_destroy(loop);
+#endif
+}
+END_TEST
+
+#ifdef HAVE_LIBEV
+/* Before any hub: asking for a daemon's loop with USOCKET_REACTOR=epoll. */
+START_TEST(epoll_refuses_ev_loop)
+{
+    struct ev_loop *loop = ev_loop_new(0);
+
+    ck_assert_ptr_nonnull(loop);
+    ck_assert_errno(usock_hub_use_ev_loop(loop), ENOTSUP);
+    ev_loop_destroy(loop);
+}
+END_TEST
+#endif
+#endif /* HAVE_EPOLL */
 
 /* ---- the poll reactor: ENOTSUP, and the rest keeps working -------------- */
 
@@ -710,6 +761,18 @@ static Suite *embed_suite(void)
     tc = tcase_create("driven:ev");
     tcase_add_checked_fixture(tc, ev_setup, NULL);
     add_driven_tests(tc);
+    tcase_add_test(tc, ev_loop_hub_is_ebusy);
+    tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+#endif
+#ifdef HAVE_EPOLL
+    tc = tcase_create("driven:epoll");
+    tcase_add_checked_fixture(tc, epoll_setup, NULL);
+    add_driven_tests(tc);
+    tcase_add_test(tc, epoll_hub_fd_is_its_set);
+#ifdef HAVE_LIBEV
+    tcase_add_test(tc, epoll_refuses_ev_loop);
+#endif
     tcase_set_timeout(tc, 60);
     suite_add_tcase(s, tc);
 #endif

@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -83,6 +84,13 @@ static void setup_poll(void)
 static void setup_ev(void)
 {
     open_reactor(&usock__reactor_ev);
+}
+#endif
+
+#ifdef HAVE_EPOLL
+static void setup_epoll(void)
+{
+    open_reactor(&usock__reactor_epoll);
 }
 #endif
 
@@ -1034,6 +1042,15 @@ START_TEST(pick_follows_environment)
 #endif
     setenv("USOCKET_REACTOR", "epoll", 1);
     errno = 0;
+#ifdef HAVE_EPOLL
+    ck_assert_ptr_eq(usock__reactor_pick(), &usock__reactor_epoll);
+    ck_assert_str_eq(usock__reactor_pick()->name, "epoll");
+#else
+    ck_assert_ptr_null(usock__reactor_pick());
+    ck_assert_int_eq(errno, ENOTSUP);
+#endif
+    setenv("USOCKET_REACTOR", "kqueue", 1);
+    errno = 0;
     ck_assert_ptr_null(usock__reactor_pick());
     ck_assert_int_eq(errno, ENOTSUP);
 }
@@ -1086,6 +1103,231 @@ START_TEST(poll_refuses_foreign_loop)
 }
 END_TEST
 
+#ifdef HAVE_EPOLL
+/* ==========================================================================
+ *  The epoll backend only
+ * ========================================================================== */
+
+START_TEST(epoll_refuses_foreign_loop)
+{
+    struct usock__reactor r;
+    int fake_loop;
+
+    memset(&r, 0, sizeof(r));
+    r.ops = &usock__reactor_epoll;
+    errno = 0;
+    ck_assert_int_eq(r.ops->init(&r, &fake_loop), -1);
+    ck_assert_int_eq(errno, ENOTSUP);
+}
+END_TEST
+
+/* 1 when fd is readable now. */
+static int readable_now(int fd)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+}
+
+/* The wait fd is the epoll set: readable while an event or a wakeup is
+ * pending, not once run_once(0) took it in; its number stays. */
+START_TEST(epoll_wait_fd_follows_events)
+{
+    struct rec r;
+    int p[2], fd;
+
+    fd = ops->wait_fd(&rx);
+    ck_assert_int_ge(fd, 0);
+    ck_assert_int_eq(ops->wait_fd(&rx), fd);
+    make_pipe(p);
+    rec_init(&r);
+    watch(&r, p[0], USOCK__IN);
+    ck_assert_int_eq(rx.dirty, 1); /* the registration waits for a pass */
+    ck_assert_int_eq(ops->run_once(&rx, 0), 0);
+    ck_assert_int_eq(rx.dirty, 0);
+    ck_assert(!readable_now(fd));
+    put_byte(p[1]);
+    ck_assert(readable_now(fd));
+    ck_assert_int_eq(ops->run_once(&rx, 0), 1);
+    take_byte(p[0]);
+    ck_assert(!readable_now(fd));
+    ops->wakeup(&rx);
+    ck_assert(readable_now(fd));
+    ck_assert_int_eq(ops->run_once(&rx, 0), 0);
+    ck_assert(!readable_now(fd));
+    /* Mask 0 while readable: the next pass narrows the kernel's mask, and
+     * the fd is quiet after it. */
+    put_byte(p[1]);
+    watch(&r, p[0], 0);
+    ck_assert_int_eq(ops->run_once(&rx, 0), 0);
+    ck_assert(!readable_now(fd));
+    ck_assert_int_eq(r.calls, 1);
+    ops->io_forget(&rx, p[0]);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+/* epoll cannot watch a regular file (EPERM): it is always ready, as
+ * poll(2) says, until forgotten. */
+START_TEST(epoll_regular_file_always_ready)
+{
+    struct rec r;
+    char path[] = "/tmp/usock-epoll-XXXXXX";
+    int fd = mkstemp(path);
+
+    ck_assert_int_ge(fd, 0);
+    unlink(path);
+    rec_init(&r);
+    watch(&r, fd, USOCK__IN);
+    ck_assert_int_eq(run_for(5 * SEC), 1);
+    ck_assert_int_eq(r.last, USOCK__IN);
+    watch(&r, fd, USOCK__IN | USOCK__OUT);
+    ck_assert_int_eq(run_for(5 * SEC), 1);
+    ck_assert_int_eq(r.last, USOCK__IN | USOCK__OUT);
+    ck_assert_int_eq(rx.dirty, 1); /* an embedding loop must not block */
+    ops->io_forget(&rx, fd);
+    r.calls = 0;
+    expect_quiet(50 * MS);
+    ck_assert_int_eq(r.calls, 0);
+    ck_assert_int_eq(rx.dirty, 0);
+    close(fd);
+}
+END_TEST
+
+/* A file closed without io_forget (breaking the contract), its number
+ * then reused by another file under a new generation: the new watcher
+ * gets the new file's events, and nothing breaks. */
+START_TEST(epoll_fd_reused_without_forget)
+{
+    struct rec a, b;
+    int p[2], q[2];
+
+    make_pipe(p);
+    rec_init(&a);
+    rec_init(&b);
+    a.io.gen = 1;
+    b.io.gen = 2;
+    watch(&a, p[0], USOCK__IN);
+    ck_assert_int_eq(run_for(0), 0); /* registered */
+    close(p[0]);
+    make_pipe(q);
+    if (q[0] != p[0]) {
+        ck_assert_int_eq(dup2(q[0], p[0]), p[0]);
+        close(q[0]);
+    }
+    watch(&b, p[0], USOCK__IN);
+    put_byte(q[1]);
+    ck_assert_int_eq(run_for(5 * SEC), 1);
+    ck_assert_int_eq(b.last, USOCK__IN);
+    ck_assert_int_eq(a.calls, 0);
+    /* A widening on the same file whose registration the kernel dropped
+     * (closed without forget, same gen): MOD says ENOENT, ADD follows. */
+    take_byte(p[0]);
+    close(p[0]);
+    make_pipe(q);
+    if (q[0] != p[0]) {
+        ck_assert_int_eq(dup2(q[0], p[0]), p[0]);
+        close(q[0]);
+    }
+    watch(&b, p[0], USOCK__IN | USOCK__OUT);
+    put_byte(q[1]);
+    ck_assert_int_eq(run_for(5 * SEC), 1);
+    ck_assert_int_eq(b.last, USOCK__IN);
+    ops->io_forget(&rx, p[0]);
+    close(p[0]);
+    close(p[1]);
+    close(q[1]);
+}
+END_TEST
+
+/* The same open file watched again under a new generation while still in
+ * the set (ADD says EEXIST): it keeps reporting. */
+START_TEST(epoll_same_file_new_gen)
+{
+    struct rec a, b;
+    int p[2];
+
+    make_pipe(p);
+    rec_init(&a);
+    rec_init(&b);
+    a.io.gen = 5;
+    b.io.gen = 6;
+    watch(&a, p[0], USOCK__IN);
+    ck_assert_int_eq(run_for(0), 0);
+    watch(&b, p[0], USOCK__IN);
+    ck_assert_int_eq(a.io.events, 0);
+    put_byte(p[1]);
+    ck_assert_int_eq(run_for(5 * SEC), 1);
+    ck_assert_int_eq(b.calls, 1);
+    ck_assert_int_eq(a.calls, 0);
+    ops->io_forget(&rx, p[0]);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+/* A peer hang-up on an fd whose mask went to 0: reported to nobody, and
+ * the wait does not spin on it (epoll reports EPOLLHUP whatever the
+ * mask). */
+START_TEST(epoll_hangup_unwatched_does_not_spin)
+{
+    struct rec r;
+    int sp[2];
+
+    make_pair(sp);
+    rec_init(&r);
+    watch(&r, sp[0], USOCK__IN);
+    ck_assert_int_eq(run_for(0), 0);
+    watch(&r, sp[0], 0);
+    close(sp[1]);
+    ck_assert_int_eq(run_for(0), 0); /* narrowed here */
+    expect_quiet(50 * MS);
+    ck_assert_int_eq(r.calls, 0);
+    watch(&r, sp[0], USOCK__IN); /* and back: the hang-up is reported */
+    run_until_called(&r);
+    ck_assert(r.last & USOCK__IN);
+    ops->io_forget(&rx, sp[0]);
+    close(sp[0]);
+}
+END_TEST
+
+/* Allocation failures in io_set (the fd table, the change list) are
+ * ENOMEM and leave the reactor working. */
+START_TEST(epoll_io_set_enomem)
+{
+    struct rec r, big;
+    int p[2];
+
+    make_pipe(p);
+    rec_init(&r);
+    rec_init(&big);
+    usock__alloc_fail_in(1);
+    errno = 0;
+    ck_assert_int_eq(ops->io_set(&rx, &big.io, 100000, USOCK__IN), -1);
+    ck_assert_int_eq(errno, ENOMEM);
+    usock__alloc_fail_in(0);
+    watch(&r, p[0], USOCK__IN);
+    put_byte(p[1]);
+    ck_assert_int_eq(run_for(5 * SEC), 1);
+    ops->io_forget(&rx, p[0]);
+    close(p[0]);
+    close(p[1]);
+}
+END_TEST
+
+static void add_epoll_tests(TCase *tc)
+{
+    tcase_add_test(tc, epoll_refuses_foreign_loop);
+    tcase_add_test(tc, epoll_wait_fd_follows_events);
+    tcase_add_test(tc, epoll_regular_file_always_ready);
+    tcase_add_test(tc, epoll_fd_reused_without_forget);
+    tcase_add_test(tc, epoll_same_file_new_gen);
+    tcase_add_test(tc, epoll_hangup_unwatched_does_not_spin);
+    tcase_add_test(tc, epoll_io_set_enomem);
+}
+#endif /* HAVE_EPOLL */
+
 static Suite *reactor_suite(void)
 {
     Suite *s = suite_create("reactor");
@@ -1111,6 +1353,14 @@ static Suite *reactor_suite(void)
     tcase_add_checked_fixture(tc, setup_poll, teardown);
     add_common_tests(tc);
     suite_add_tcase(s, tc);
+#ifdef HAVE_EPOLL
+    tc = tcase_create("reactor:epoll");
+    tcase_set_timeout(tc, 30);
+    tcase_add_checked_fixture(tc, setup_epoll, teardown);
+    add_common_tests(tc);
+    add_epoll_tests(tc);
+    suite_add_tcase(s, tc);
+#endif
     return s;
 }
 

@@ -198,6 +198,13 @@ static void setup_poll(void)
     reactor_setup("poll");
 }
 
+#ifdef HAVE_EPOLL
+static void setup_epoll(void)
+{
+    reactor_setup("epoll");
+}
+#endif
+
 static void add_one(Suite *s, const char *name, const char *reactor,
                     void (*setup)(void), void (*add)(TCase *tc),
                     int timeout_s)
@@ -238,6 +245,9 @@ void add_reactor_tcases(Suite *s, const char *name, void (*add)(TCase *tc),
     (void)setup_ev;
 #endif
     add_one(s, name, "poll", setup_poll, add, timeout_s);
+#ifdef HAVE_EPOLL
+    add_one(s, name, "epoll", setup_epoll, add, timeout_s);
+#endif
 }
 
 /* See helpers.h. */

@@ -65,6 +65,9 @@ reactors=poll
 if grep -q 'define HAVE_LIBEV 1' "$EXAMPLES/../config.h" 2>/dev/null; then
     reactors="ev poll"
 fi
+if grep -q 'define HAVE_EPOLL 1' "$EXAMPLES/../config.h" 2>/dev/null; then
+    reactors="$reactors epoll"
+fi
 timeout_s=1
 
 for r in $reactors; do

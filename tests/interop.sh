@@ -360,7 +360,12 @@ check_unix_echo() {
     check "$tag unix_echo (abstract name)" 'hello\nunix\nsockets\n' "$out"
 }
 
-for reactor in default poll; do
+interop_reactors="default poll"
+# The epoll reactor too when built (config.h of the build tree).
+if [ -f config.h ] && grep -q '^#define HAVE_EPOLL 1' config.h; then
+    interop_reactors="$interop_reactors epoll"
+fi
+for reactor in $interop_reactors; do
     tag="[$reactor]"
     if [ "$reactor" = default ]; then
         USOCKET_REACTOR=

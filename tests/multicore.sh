@@ -117,6 +117,10 @@ reactors="ev poll"
 if [ -f config.h ] && ! grep -q '^#define HAVE_LIBEV 1' config.h; then
     reactors=poll
 fi
+# The epoll reactor too when built (config.h of the build tree).
+if [ -f config.h ] && grep -q '^#define HAVE_EPOLL 1' config.h; then
+    reactors="$reactors epoll"
+fi
 for reactor in $reactors; do
     export USOCKET_REACTOR=$reactor
 

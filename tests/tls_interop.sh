@@ -62,7 +62,12 @@ start() {
 expect='-->> hello, i am server
 -->>Loop_msg:Hello,i am a client!'
 
-for reactor in ev poll; do
+tls_reactors="ev poll"
+# The epoll reactor too when built (config.h of the build tree).
+if [ -f config.h ] && grep -q '^#define HAVE_EPOLL 1' config.h; then
+    tls_reactors="$tls_reactors epoll"
+fi
+for reactor in $tls_reactors; do
     export USOCKET_REACTOR=$reactor
     if start "tls_echo_server.$reactor" "$EXAMPLES/tls_echo_server" -q \
         --cert "$tmp/server.pem" --key "$tmp/server.key" 0; then
@@ -77,7 +82,7 @@ for reactor in ev poll; do
 done
 
 if start tls_server.py python3 "$py/tls_server.py" "$tmp/server.pem" "$tmp/server.key"; then
-    for reactor in ev poll; do
+    for reactor in $tls_reactors; do
         out=$(USOCKET_REACTOR=$reactor timeout 30 "$EXAMPLES/tls_client" --ca "$tmp/ca.pem" "$port" 2>&1)
         if [ "$out" = "$expect" ]; then
             echo "ok - tls_client ($reactor) -> CPython ssl server"
