@@ -37,6 +37,8 @@
 
 #include <usocket.h>
 
+#include "loadstat.h"
+
 #ifdef HAVE_SOAK_OPENSSL
 #include <openssl/evp.h>
 #endif
@@ -48,31 +50,6 @@ static long envl(const char *name, long dflt)
 {
     const char *v = getenv(name);
     return v && *v ? atol(v) : dflt;
-}
-
-static int64_t now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
-static long rss_kib(pid_t pid)
-{
-    char path[64], line[256];
-    long v = -1;
-    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return -1;
-    }
-    while (fgets(line, sizeof line, f)) {
-        if (sscanf(line, "VmRSS: %ld", &v) == 1) {
-            break;
-        }
-    }
-    fclose(f);
-    return v;
 }
 
 static int fd_count(pid_t pid)
@@ -92,25 +69,12 @@ static int fd_count(pid_t pid)
     return n;
 }
 
-/* utime + stime of pid, in ms. */
+/* utime + stime of pid, in ms (loadstat's clock ticks). */
 static long cpu_ms(pid_t pid)
 {
-    char path[64], buf[1024];
-    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        return -1;
-    }
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    const char *p = strrchr(buf, ')');
-    unsigned long ut = 0, st = 0;
-    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu",
-                     &ut, &st) != 2) {
-        return -1;
-    }
-    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+    long long t = proc_cpu((int)pid);
+
+    return t < 0 ? -1 : (long)(t * 1000 / sysconf(_SC_CLK_TCK));
 }
 
 static void raise_nofile(void)
@@ -310,7 +274,7 @@ static int l01(void)
         return 1;
     }
     int ep = epoll_create1(EPOLL_CLOEXEC);
-    long rss0 = rss_kib(server_pid);
+    long rss0 = proc_kib((int)server_pid, "VmRSS");
     struct epoll_event evs[512];
     /* Connect, at most 256 in progress at once, within 60 s. */
     long next = 0, pending = 0;
@@ -343,7 +307,7 @@ static int l01(void)
     }
     errors += pending;
     usleep(300000);
-    long rss1 = rss_kib(server_pid);
+    long rss1 = proc_kib((int)server_pid, "VmRSS");
     /* Messages: the j-th is due at t0 + j/n s, on connection j % n. */
     int64_t t0 = now_ns(), end = t0 + secs * (int64_t)1000000000;
     long j = 0, total = n * secs;
@@ -403,7 +367,7 @@ static int l01(void)
             }
         }
     }
-    long rss2 = rss_kib(server_pid);
+    long rss2 = proc_kib((int)server_pid, "VmRSS");
     for (long i = 0; i < n; i++) {
         if (c[i].fd >= 0) {
             close(c[i].fd);
@@ -477,13 +441,13 @@ static int l02(void)
      * state; the baseline is taken after it. */
     churn(ep, fds, 10000, &errors);
     int fd0 = settle_fds(5000, fd_idle);
-    long rss0 = rss_kib(server_pid);
+    long rss0 = proc_kib((int)server_pid, "VmRSS");
     int64_t t0 = now_ns();
     int r = churn(ep, fds, cycles, &errors);
     double secs = (double)(now_ns() - t0) / 1e9;
     int fd1 = settle_fds(10000, fd0);
     usleep(200000);
-    long rss1 = rss_kib(server_pid);
+    long rss1 = proc_kib((int)server_pid, "VmRSS");
     close(ep);
     stop_server();
     int ok = r == 0 && errors == 0 && fd1 == fd0 && rss1 - rss0 < 1024;

@@ -486,6 +486,14 @@ static void prefetch_watcher(struct state *s, uint64_t data)
     }
 }
 
+/* One callback, with the fd's record as the hub's prefetch hint. */
+static void fire(struct usock__reactor *r, struct slot *e, int ev)
+{
+    r->hint = e;
+    e->w->cb(e->w, ev);
+    r->hint = NULL;
+}
+
 static int dispatch(struct usock__reactor *r, struct state *s, int n)
 {
     int calls = 0;
@@ -537,9 +545,7 @@ static int dispatch(struct usock__reactor *r, struct state *s, int n)
         if (ev == 0) {
             continue;
         }
-        r->hint = e;
-        e->w->cb(e->w, ev);
-        r->hint = NULL;
+        fire(r, e, ev);
         calls++;
     }
     return calls;
@@ -570,9 +576,7 @@ static int dispatch_fakes(struct usock__reactor *r, struct state *s)
         if (ev == 0) {
             continue;
         }
-        r->hint = e;
-        e->w->cb(e->w, ev);
-        r->hint = NULL;
+        fire(r, e, ev);
         calls++;
     }
     return calls;
