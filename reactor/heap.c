@@ -17,6 +17,7 @@
 #include <stdlib.h>
 
 #include "heap.h"
+#include "reactor.h"
 
 #define HEAP_MIN_CAP 16
 

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "reactor.h"
+#include "base.h"
 
 #define USOCK__HEAP_NONE ((size_t)-1) /* index of a node not in a heap */
 

@@ -21,14 +21,13 @@
 
 #include <stdint.h>
 
+#include "base.h"
+
 #define USOCK__IN 1  /* readable (POLLIN) */
 #define USOCK__OUT 2 /* writable (POLLOUT) */
 #define USOCK__ERR 4 /* POLLNVAL: the fd is not open; always with IN|OUT */
 
 #define USOCK__NEVER INT64_MAX
-
-/* Hidden visibility for everything shared between files of the library. */
-#define USOCK__HIDDEN __attribute__((visibility("hidden")))
 
 struct usock__reactor;
 struct usock__io;

@@ -13,8 +13,8 @@
 
 #include <stddef.h>
 
+#include "base.h"
 #include "config.h"
-#include "reactor.h"
 
 #ifdef USOCK_CTX_UCONTEXT
 #include <ucontext.h>

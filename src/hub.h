@@ -25,15 +25,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "base.h"
 #include "ctx.h"
 #include "heap.h"
 #include "reactor.h"
 #include "stack.h"
-
-#define container_of(ptr, type, member)                                        \
-    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-#define likely(x) __builtin_expect(!!(x), 1)
-#define unlikely(x) __builtin_expect(!!(x), 0)
 
 struct usock_hub;
 struct usock__task;
@@ -218,23 +214,9 @@ USOCK__HIDDEN int usock__task_owner(const struct usock_hub *h, int id);
  * AddressSanitizer must be told about every stack switch, or it reports
  * false errors: usock__asan_leave before usock__ctx_switch (NULL `fake`
  * when the leaving task never comes back), usock__asan_arrive after it.
+ * ThreadSanitizer too: each task is a fiber of its own (make check-tsan);
+ * usock__asan_leave switches it.  USOCK__ASAN, USOCK__TSAN: base.h.
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define USOCK__ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define USOCK__ASAN 1
-#endif
-#endif
-/* ThreadSanitizer too: each task is a fiber of its own (make check-tsan);
- * usock__asan_leave switches it. */
-#if defined(__SANITIZE_THREAD__)
-#define USOCK__TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define USOCK__TSAN 1
-#endif
-#endif
 #ifdef USOCK__TSAN
 #include <sanitizer/tsan_interface.h>
 #define usock__tsan_new() __tsan_create_fiber(0)

@@ -21,6 +21,7 @@
 
 #include <usocket.h>
 
+#include "base.h"
 #include "hub.h"
 
 /* The socket's own read buffer: bytes [off, off + len) of buf. */
@@ -162,12 +163,5 @@ static inline int usock__closed(const struct usock *s)
 #else
 USOCK__HIDDEN int usock__closed(const struct usock *s);
 #endif
-
-/* Fail with errno e: returns -1. */
-static inline int usock__fail(int e)
-{
-    errno = e;
-    return -1;
-}
 
 #endif /* USOCKET_INTERNAL_H */

@@ -61,17 +61,13 @@
 #ifdef USOCK_VALGRIND
 #include <valgrind/valgrind.h>
 #endif
-#if defined(__SANITIZE_ADDRESS__)
-#define USOCK_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define USOCK_ASAN 1
-#endif
-#endif
-#ifdef USOCK_ASAN
+
+#include "base.h"
+#ifdef USOCK__ASAN
 #include <sanitizer/asan_interface.h>
 #endif
 
+#include "reactor.h"
 #include "stack.h"
 
 #ifndef MAP_STACK
@@ -200,7 +196,7 @@ static char *slot_base(const struct usock__slot *s)
  * redzones would otherwise trip the next user of the stack. */
 static void unpoison(const struct usock__stack *st)
 {
-#ifdef USOCK_ASAN
+#ifdef USOCK__ASAN
     ASAN_UNPOISON_MEMORY_REGION(st->lo, st->size);
 #else
     (void)st;

@@ -17,7 +17,7 @@
 
 #include <stddef.h>
 
-#include "reactor.h"
+#include "base.h"
 
 #define USOCK__STACK_DEFAULT ((size_t)64 * 1024)
 #define USOCK__STACK_MIN ((size_t)16 * 1024)

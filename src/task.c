@@ -318,13 +318,6 @@ static void join_unlink(struct usock__wait *w)
     }
 }
 
-/* Fail with errno e. */
-static int fail(int e)
-{
-    errno = e;
-    return -1;
-}
-
 int usock_join(int id, double timeout)
 {
     struct usock_hub *h = usock__hub_get();
@@ -333,36 +326,36 @@ int usock_join(int id, double timeout)
     struct usock__wait w = {0};
 
     if (!h || ns == -1) {
-        return fail(h ? EINVAL : ENOMEM);
+        return usock__fail(h ? EINVAL : ENOMEM);
     }
     int own = usock__task_owner(h, id);
     if (own <= 0) {
         /* Never issued, or another hub's task (DESIGN "Lifetimes across
          * threads"): whatever the timeout. */
-        return fail(own == 0 ? ESRCH : EXDEV);
+        return usock__fail(own == 0 ? ESRCH : EXDEV);
     }
     if (h->current->cancelled) {
-        return fail(ECANCELED);
+        return usock__fail(ECANCELED);
     }
     t = usock__task_find(h, id);
     if (t == h->current) {
-        return fail(EDEADLK);
+        return usock__fail(EDEADLK);
     }
     if (!t || t == &h->main) {
         /* Finished (or the thread's own context, which never finishes
          * while a task runs on it: treat it as not joinable). */
-        return t ? fail(EDEADLK) : 0;
+        return t ? usock__fail(EDEADLK) : 0;
     }
     int64_t dl = usock__deadline(ns == -2 ? -1 : ns);
     if (dl == 0) {
-        return fail(ETIMEDOUT);
+        return usock__fail(ETIMEDOUT);
     }
     w.unlink = join_unlink;
     w.owner = t;
     w.next = t->joiners;
     t->joiners = &w;
     int r = usock__park(h, &w, dl);
-    return r ? fail(r) : 0;
+    return r ? usock__fail(r) : 0;
 }
 
 int usock_cancel(int id)
@@ -375,7 +368,7 @@ int usock_cancel(int id)
     }
     int own = usock__task_owner(h, id);
     if (own <= 0) {
-        return fail(own == 0 ? ESRCH : EXDEV);
+        return usock__fail(own == 0 ? ESRCH : EXDEV);
     }
     t = usock__task_find(h, id);
     if (!t) {
@@ -417,10 +410,10 @@ int usock_sleep(double seconds)
         return -1;
     }
     if (ns < 0) {
-        return fail(EINVAL);
+        return usock__fail(EINVAL);
     }
     if (h->current->cancelled) {
-        return fail(ECANCELED);
+        return usock__fail(ECANCELED);
     }
     if (ns == 0) {
         return usock_yield();
@@ -432,12 +425,12 @@ int usock_sleep(double seconds)
     } else {
         int r = usock__park(h, &w, dl);
         if (r != ETIMEDOUT) {
-            return fail(r); /* ENOMEM (no timer), ECANCELED */
+            return usock__fail(r); /* ENOMEM (no timer), ECANCELED */
         }
     }
     /* The timer fired: the sleep is over, unless the task deadline cut it
      * short. */
-    return dl < until ? fail(ETIMEDOUT) : 0;
+    return dl < until ? usock__fail(ETIMEDOUT) : 0;
 }
 
 int usock_yield(void)
@@ -448,7 +441,7 @@ int usock_yield(void)
         return -1;
     }
     if (h->current->cancelled) {
-        return fail(ECANCELED);
+        return usock__fail(ECANCELED);
     }
     if (!h->has_reactor) {
         return 0;
@@ -472,11 +465,11 @@ int usock_run(void)
         return -1;
     }
     if (h->current != &h->main || h->run_waiter) {
-        return fail(EDEADLK);
+        return usock__fail(EDEADLK);
     }
     while (h->ntasks > 0 || h->deferred) {
         if (h->current->cancelled) {
-            return fail(ECANCELED);
+            return usock__fail(ECANCELED);
         }
         if (h->ntasks == 0) {
             /* Only posts waiting to be spawned again: wait for that. */
@@ -487,7 +480,7 @@ int usock_run(void)
             }
             int r = usock__park(h, &w, until);
             if (r != ETIMEDOUT || until == dl) {
-                return fail(r);
+                return usock__fail(r);
             }
             continue;
         }
@@ -495,7 +488,7 @@ int usock_run(void)
         h->run_waiter = &w;
         int r = usock__park(h, &w, usock__deadline(-1));
         if (r) {
-            return fail(r);
+            return usock__fail(r);
         }
     }
     return 0;
