@@ -1,5 +1,5 @@
 /*
- * Suite "heap": the timer heap of reactor/heap.h on its own (no reactor, no
+ * Suite "heap": the timer heap of src/heap.h on its own (no reactor, no
  * sockets).  "Pop" is top followed by remove.
  */
 #include "config.h"

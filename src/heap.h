@@ -2,7 +2,9 @@
  * A binary min-heap of timer nodes keyed by an absolute deadline (monotonic
  * ns).  Nodes are embedded in their owners (wait records); the heap stores
  * pointers and keeps each node's index, so removal is O(log n).  Equal keys
- * pop in insertion order (FIFO), through a sequence number.
+ * pop in insertion order (FIFO), through a sequence number.  The hub's
+ * timers (hub->timers) are its one user: it lives next to the hub, not
+ * in reactor/, which has no timer list of its own.
  *
  *   a[0] = earliest;  a[i]'s children are a[2i+1], a[2i+2];  node->index = i
  */
