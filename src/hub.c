@@ -1,6 +1,7 @@
 /*
- * The per-thread hub: run queue, timers, the reactor pass, the cross-thread
- * inbox, and the life cycle of the hub itself.
+ * The per-thread hub: run queue, timers, the reactor pass, switching, task
+ * ids, and the life cycle of the hub itself.  The cross-thread inbox and
+ * posts are in inbox.c.
  */
 #include "config.h"
 
@@ -133,111 +134,6 @@ static void fire_timers(struct usock_hub *h, int64_t now)
     }
 }
 
-/* Run the work other threads handed to this hub.  The first look is
- * without the lock (other threads store h->inbox atomically). */
-static void drain_inbox(struct usock_hub *h)
-{
-    struct usock__inbox_item *it, *next;
-
-    if (!__atomic_load_n(&h->inbox, __ATOMIC_ACQUIRE)) {
-        return;
-    }
-    pthread_mutex_lock(&h->lock);
-    it = h->inbox;
-    __atomic_store_n(&h->inbox, NULL, __ATOMIC_RELAXED);
-    pthread_mutex_unlock(&h->lock);
-    /* The list is in reverse order of sending: restore it. */
-    struct usock__inbox_item *rev = NULL;
-    for (; it; it = next) {
-        next = it->next;
-        it->next = rev;
-        rev = it;
-    }
-    for (it = rev; it; it = next) {
-        next = it->next;
-        it->fn(it->arg);
-        free(it);
-    }
-}
-
-/* ------------------------------------------------------------------------ */
-/*  Posts                                                                   */
-/* ------------------------------------------------------------------------ */
-
-struct post {
-    void (*fn)(void *);
-    void *arg;
-    struct post *next; /* in hub->deferred */
-};
-
-/* Keep p at the end of h's deferred posts; the first retry comes in 1 ms,
- * then the gap doubles up to 100 ms while spawning keeps failing. */
-static void defer_post(struct usock_hub *h, struct post *p)
-{
-    struct post **tail = (struct post **)&h->deferred;
-
-    while (*tail) {
-        tail = &(*tail)->next;
-    }
-    p->next = NULL;
-    *tail = p;
-    if (h->retry_gap == 0) {
-        h->retry_gap = 1000000;
-        h->retry_at = usock__clock_ns() + h->retry_gap;
-    }
-}
-
-/* On the hub's thread: start a posted function as a task.  A post that
- * returned 0 runs (DESIGN "Allocation failure"): when the task cannot be
- * spawned now, the post waits in hub->deferred, behind older ones. */
-static void post_spawn(void *arg)
-{
-    struct post *p = arg;
-    struct usock_hub *h = usock__tls_hub;
-
-    if (h == NULL) { /* the thread's hub is going away */
-        free(p);
-        return;
-    }
-    if (h->deferred == NULL && usock_spawn(p->fn, p->arg) > 0) {
-        free(p);
-        return;
-    }
-    defer_post(h, p);
-}
-
-/* Try the deferred posts again, in order, once their time has come. */
-static void retry_posts(struct usock_hub *h, int64_t now)
-{
-    struct post *p;
-
-    if (h->deferred == NULL || now < h->retry_at) {
-        return;
-    }
-    while ((p = h->deferred) != NULL) {
-        if (usock_spawn(p->fn, p->arg) <= 0) {
-            h->retry_gap = h->retry_gap * 2 > 100000000 ? 100000000
-                                                        : h->retry_gap * 2;
-            h->retry_at = now + h->retry_gap;
-            return;
-        }
-        h->deferred = p->next;
-        free(p);
-    }
-    h->retry_gap = 0;
-}
-
-static void free_posts(struct usock_hub *h)
-{
-    struct post *p, *next;
-
-    for (p = h->deferred; p; p = next) {
-        next = p->next;
-        free(p);
-    }
-    h->deferred = NULL;
-}
-
 /* The reactor cannot wait (a failed poll(2) or epoll_wait): end every
  * blocked call of the hub with that errno rather than retry at once. */
 static void fail_waits(struct usock_hub *h, int e)
@@ -283,8 +179,8 @@ static void poll_once(struct usock_hub *h, int block)
     if (h->timers.n) {
         fire_timers(h, h->last_poll);
     }
-    drain_inbox(h);
-    retry_posts(h, h->last_poll);
+    usock__inbox_run(h);
+    usock__posts_retry(h, h->last_poll);
     h->round_left = h->rq_len;
 }
 
@@ -337,9 +233,9 @@ static void embed_tick(void *owner)
     if (h->timers.n) {
         fire_timers(h, usock__clock_ns());
     }
-    drain_inbox(h);
+    usock__inbox_run(h);
     if (h->deferred) {
-        retry_posts(h, usock__clock_ns());
+        usock__posts_retry(h, usock__clock_ns());
     }
     round = round > h->rq_len ? round : h->rq_len;
     while (round-- > 0 && (t = rq_pop(h))) {
@@ -426,7 +322,7 @@ void usock__hub_drive(struct usock_hub *h)
     if (h->timers.n) {
         fire_timers(h, h->last_poll);
     }
-    drain_inbox(h);
+    usock__inbox_run(h);
     round = h->rq_len;
     h->driving = 1;
     while (round-- > 0 && (t = rq_pop(h))) {
@@ -629,8 +525,8 @@ static void hub_destroy(void *arg)
     usock__heap_free(&h->timers);
     /* Late messages: posts are dropped (the hub is no longer this thread's),
      * resolver results are freed (their waiters were unlinked above). */
-    drain_inbox(h);
-    free_posts(h);
+    usock__inbox_run(h);
+    usock__posts_free(h);
     usock__stack_drain();
     /* Whichever of this thread and the workers is done last frees h: a
      * worker frees it only once dead is 2. */
@@ -729,12 +625,8 @@ static void fork_child(void)
     if (h->has_reactor) {
         h->reactor.ops->destroy(&h->reactor);
     }
-    struct usock__inbox_item *it, *next;
-    for (it = h->inbox; it; it = next) {
-        next = it->next;
-        free(it); /* posts and resolver results of the parent's hub */
-    }
-    free_posts(h);
+    usock__inbox_drop(h); /* posts and resolver results of the parent */
+    usock__posts_free(h);
     if (h->current != &h->main) {
         return; /* forked from a task: it still runs on h */
     }
@@ -834,95 +726,6 @@ int usock__hub_reactor(struct usock_hub *h)
     return ops ? attach(h, ops, NULL) : -1;
 }
 
-/*
- * Queue fn(arg) in h's inbox and wake h; with `job`, also end one of h's
- * workers (usock__hub_job_start), unless out of memory (the worker tries
- * again).  0, or -1 with errno ENOMEM or ESHUTDOWN (h's thread has exited;
- * then the last of the thread and its workers frees h).  The wake-up
- * happens under the lock, so the thread cannot destroy its reactor
- * meanwhile (hub_destroy marks the hub dead under the lock first).
- */
-static int hub_put(struct usock_hub *h, void (*fn)(void *), void *arg,
-                   int job)
-{
-    struct usock__inbox_item *it = usock__malloc(sizeof(*it));
-    int e = 0, last = 0;
-
-    pthread_mutex_lock(&h->lock);
-    if (h->dead) {
-        e = ESHUTDOWN;
-    } else if (!it) {
-        e = ENOMEM;
-    } else {
-        it->fn = fn;
-        it->arg = arg;
-        it->next = h->inbox;
-        __atomic_store_n(&h->inbox, it, __ATOMIC_RELEASE);
-        h->reactor.ops->wakeup(&h->reactor);
-    }
-    if (job && e != ENOMEM) {
-        h->jobs--;
-        last = h->dead == 2 && h->jobs == 0;
-    }
-    pthread_mutex_unlock(&h->lock);
-    if (last) {
-        pthread_mutex_destroy(&h->lock);
-        free(h);
-    }
-    if (e) {
-        free(it);
-        errno = e;
-        return -1;
-    }
-    return 0;
-}
-
-int usock__hub_send(struct usock_hub *h, void (*fn)(void *), void *arg)
-{
-    return hub_put(h, fn, arg, 0);
-}
-
-void usock__hub_hold(struct usock_hub *h)
-{
-    usock__hub_job_start(h);
-}
-
-void usock__hub_release(struct usock_hub *h)
-{
-    int last;
-
-    pthread_mutex_lock(&h->lock);
-    h->jobs--;
-    last = h->dead == 2 && h->jobs == 0;
-    pthread_mutex_unlock(&h->lock);
-    if (last) {
-        pthread_mutex_destroy(&h->lock);
-        free(h);
-    }
-}
-
-void usock__hub_job_start(struct usock_hub *h)
-{
-    pthread_mutex_lock(&h->lock);
-    h->jobs++;
-    pthread_mutex_unlock(&h->lock);
-}
-
-void usock__hub_job_cancel(struct usock_hub *h)
-{
-    pthread_mutex_lock(&h->lock);
-    h->jobs--;
-    pthread_mutex_unlock(&h->lock);
-}
-
-int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *), void *arg)
-{
-    if (hub_put(h, fn, arg, 1) < 0) {
-        return errno == ESHUTDOWN ? 1 : -1;
-    }
-    return 0;
-}
-
 size_t usock__live_tasks(void)
 {
     return usock__tls_hub ? usock__tls_hub->ntasks : 0;
@@ -965,30 +768,6 @@ usock_hub_t *usock_hub_self(void)
         return NULL;
     }
     return h;
-}
-
-
-int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg)
-{
-    struct post *p;
-
-    if (!h || !fn) {
-        return usock__fail(EINVAL);
-    }
-    if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE)) {
-        return usock__fail(ESHUTDOWN);
-    }
-    p = usock__malloc(sizeof(*p));
-    if (!p) {
-        return usock__fail(ENOMEM);
-    }
-    p->fn = fn;
-    p->arg = arg;
-    if (usock__hub_send(h, post_spawn, p) < 0) {
-        free(p);
-        return -1;
-    }
-    return 0;
 }
 
 /* On the hub's thread: cancel every task but the thread's own context. */

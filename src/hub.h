@@ -80,13 +80,7 @@ _Static_assert(offsetof(struct usock__task, id) + sizeof(int) <= 64,
                "the hot task fields fit one cache line");
 #endif
 
-/* A unit of work handed to a hub from another thread (usock_hub_post,
- * resolver completions).  fn runs on the hub's thread, in its loop. */
-struct usock__inbox_item {
-    void (*fn)(void *arg);
-    void *arg;
-    struct usock__inbox_item *next;
-};
+struct usock__inbox_item; /* inbox.c */
 
 struct usock_hub {
     struct usock__task *current;
@@ -119,7 +113,7 @@ struct usock_hub {
                                          is done with it too */
     int shutdown;                     /* usock_hub_shutdown was called */
     /* Posts whose task could not be spawned yet (out of memory, at the
-     * task cap): kept, retried from retry_at (hub.c). */
+     * task cap): kept, retried from retry_at (inbox.c). */
     void *deferred;
     int64_t retry_at, retry_gap;
     /* Task ids (task.c): the current range [id_end - id_grab, id_end),
@@ -155,6 +149,16 @@ USOCK__HIDDEN void usock__ready(struct usock_hub *h, struct usock__task *t);
 /* Run other tasks until the current one is queued again. */
 USOCK__HIDDEN void usock__hub_block(struct usock_hub *h);
 
+/* usock_hub_run_nowait (embed.c), from the thread's own context: take in
+ * ready I/O, due timers and posts without blocking, run each task that is
+ * ready then (they come back here when they block), and hand the reactor
+ * the watches they set. */
+USOCK__HIDDEN void usock__hub_drive(struct usock_hub *h);
+
+/*
+ * The cross-thread inbox and posts (inbox.c).
+ */
+
 /* Thread-safe: run fn(arg) on hub h's thread.  0, or -1 with errno (ENOMEM,
  * ESHUTDOWN). */
 USOCK__HIDDEN int usock__hub_send(struct usock_hub *h, void (*fn)(void *),
@@ -172,15 +176,35 @@ USOCK__HIDDEN int usock__hub_job_done(struct usock_hub *h, void (*fn)(void *),
                                       void *arg);
 USOCK__HIDDEN void usock__hub_job_cancel(struct usock_hub *h);
 
-/* usock_hub_run_nowait (embed.c), from the thread's own context: take in
- * ready I/O, due timers and posts without blocking, run each task that is
- * ready then (they come back here when they block), and hand the reactor
- * the watches they set. */
-USOCK__HIDDEN void usock__hub_drive(struct usock_hub *h);
 /* Sockets whose watcher is registered on h (usock.hub) hold it, so h
  * stays allocated after its thread exits until the last is closed. */
 USOCK__HIDDEN void usock__hub_hold(struct usock_hub *h);
 USOCK__HIDDEN void usock__hub_release(struct usock_hub *h);
+
+/* On h's thread, in its loop: run the work other threads handed to h.
+ * The first look is without the lock (other threads store h->inbox
+ * atomically); usock__inbox_take is the rest. */
+USOCK__HIDDEN void usock__inbox_take(struct usock_hub *h);
+static inline void usock__inbox_run(struct usock_hub *h)
+{
+    if (__atomic_load_n(&h->inbox, __ATOMIC_ACQUIRE)) {
+        usock__inbox_take(h);
+    }
+}
+/* Free what is in h's inbox without running it (the fork child). */
+USOCK__HIDDEN void usock__inbox_drop(struct usock_hub *h);
+
+/* Try the deferred posts again, in order, once their time (retry_at) has
+ * come; usock__posts_respawn is the rest. */
+USOCK__HIDDEN void usock__posts_respawn(struct usock_hub *h, int64_t now);
+static inline void usock__posts_retry(struct usock_hub *h, int64_t now)
+{
+    if (h->deferred != NULL && now >= h->retry_at) {
+        usock__posts_respawn(h, now);
+    }
+}
+/* Free the deferred posts without running them. */
+USOCK__HIDDEN void usock__posts_free(struct usock_hub *h);
 
 /* The task with this id on hub h, or NULL. */
 USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
