@@ -1,19 +1,19 @@
 /*
  * The per-thread hub: run queue, timers, the reactor pass, switching, task
  * ids, and the life cycle of the hub itself.  The cross-thread inbox and
- * posts are in inbox.c.
+ * posts are in inbox.c; embedding in a daemon's loop (libev or any other)
+ * in embed.c, which shares the inline scheduler core of run.h.
  */
 #include "config.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include <usocket.h>
 
 #include "hub.h"
 #include "internal.h"
+#include "run.h"
 
 __thread struct usock_hub *usock__tls_hub
     __attribute__((tls_model("initial-exec")));
@@ -41,66 +41,6 @@ void usock__ready(struct usock_hub *h, struct usock__task *t)
     h->rq_len++;
 }
 
-/* Cache lines a task touches above its saved stack pointer as it resumes
- * (the switch's saved registers and the frames of a blocked recv or send
- * returning: about 430 bytes on x86_64 with gcc -O2, below a
- * 1 KiB buffer on the stack of the task's function). */
-#define USOCK__RESUME_LINES 8
-
-/*
- * With hundreds of tasks or more, a task's stack top, socket and reactor
- * record have usually left the caches by the time it runs, and every
- * resume would wait for memory.  So we fetch ahead, twice: when a task is
- * woken (its record is being written then, so its page is mapped in the
- * TLB and the lines can come in while the rest of the batch runs), and
- * when the task before it is popped.  Hints only: a stale pointer is
- * harmless to a prefetch.  always_inline: GCC deletes calls to a function
- * that does nothing but prefetch, as calls without effect.
- */
-static inline __attribute__((always_inline)) void
-prefetch_task(const struct usock__task *n)
-{
-#ifndef USOCK_CTX_UCONTEXT
-    const char *sp = n->ctx.sp;
-    for (size_t i = 0; i < USOCK__RESUME_LINES; i++) {
-        __builtin_prefetch(sp + 64 * i);
-    }
-#endif
-    if (n->touch[0]) {
-        __builtin_prefetch(n->touch[0]);
-        __builtin_prefetch((const char *)n->touch[0] + 64);
-    }
-    if (n->touch[1]) {
-        __builtin_prefetch(n->touch[1]);
-    }
-}
-
-/* At a pop: the next task (whose record the previous pop fetched), and the
- * record of the one after it. */
-static inline __attribute__((always_inline)) void
-prefetch_ahead(const struct usock__task *n)
-{
-    if (n) {
-        __builtin_prefetch(n->next);
-        prefetch_task(n);
-    }
-}
-
-static struct usock__task *rq_pop(struct usock_hub *h)
-{
-    struct usock__task *t = h->rq_head;
-    if (t) {
-        prefetch_ahead(t->next);
-        h->rq_head = t->next;
-        if (!h->rq_head) {
-            h->rq_tail = NULL;
-        }
-        h->rq_len--;
-        t->queued = 0;
-    }
-    return t;
-}
-
 /* ------------------------------------------------------------------------ */
 /*  Waking                                                                  */
 /* ------------------------------------------------------------------------ */
@@ -118,20 +58,11 @@ void usock__wake(struct usock__wait *w, int result)
     w->result = result;
     t->touch[0] = w->owner;
     t->touch[1] = h->reactor.hint;
-    prefetch_task(t);
+    usock__prefetch_task(t);
     if (t->wait == w) {
         t->wait = NULL;
     }
     usock__ready(h, t);
-}
-
-/* Wake every wait whose deadline has passed. */
-static void fire_timers(struct usock_hub *h, int64_t now)
-{
-    struct usock__heap_node *n;
-    while ((n = usock__heap_top(&h->timers)) && n->key <= now) {
-        usock__wake(container_of(n, struct usock__wait, timer), ETIMEDOUT);
-    }
 }
 
 /* The reactor cannot wait (a failed poll(2) or epoll_wait): end every
@@ -177,7 +108,7 @@ static void poll_once(struct usock_hub *h, int block)
     }
     h->last_poll = usock__clock_ns();
     if (h->timers.n) {
-        fire_timers(h, h->last_poll);
+        usock__fire_timers(h, h->last_poll);
     }
     usock__inbox_run(h);
     usock__posts_retry(h, h->last_poll);
@@ -193,99 +124,16 @@ static void poll_once(struct usock_hub *h, int block)
 /*  Switching                                                               */
 /* ------------------------------------------------------------------------ */
 
-void usock__hub_reap(struct usock_hub *h)
-{
-    if (unlikely(h->zombie != NULL)) {
-        struct usock__task *z = h->zombie;
-        h->zombie = NULL;
-        usock__task_free(z);
-    }
-}
-
-static void switch_to(struct usock_hub *h, struct usock__task *from,
-                      struct usock__task *to)
-{
-    void *fake = NULL;
-
-    h->current = to;
-    usock__asan_leave(&fake, to);
-    usock__ctx_switch(&from->ctx, &to->ctx);
-    usock__asan_arrive(fake);
-    /* Back on `from`'s stack: whoever switched here set h->current. */
-    usock__hub_reap(h);
-}
-
-/*
- * Embedding: the daemon's ev_run calls embed_tick once per iteration (from
- * an ev_prepare watcher, on the thread's own stack).  It fires due timers,
- * runs the inbox and one round of ready tasks, then arms the reactor's
- * wake-up timer for the earliest deadline.
- */
-static void embed_tick(void *owner)
-{
-    struct usock_hub *h = owner;
-    struct usock__task *t;
-    size_t round = h->rq_len;
-
-    if (h->current != &h->main) {
-        return;
-    }
-    if (h->timers.n) {
-        fire_timers(h, usock__clock_ns());
-    }
-    usock__inbox_run(h);
-    if (h->deferred) {
-        usock__posts_retry(h, usock__clock_ns());
-    }
-    round = round > h->rq_len ? round : h->rq_len;
-    while (round-- > 0 && (t = rq_pop(h))) {
-        if (t == &h->main) {
-            h->main_woken = 1;
-        } else {
-            switch_to(h, &h->main, t);
-        }
-    }
-    struct usock__heap_node *n = usock__heap_top(&h->timers);
-    int64_t next = h->rq_head ? 1 : n ? n->key : USOCK__NEVER;
-    if (h->deferred && h->retry_at < next) {
-        next = h->retry_at;
-    }
-    h->reactor.ops->timer_set(&h->reactor, next);
-}
-
-/* Embedded: the hub has work while tasks live or the thread's own context
- * waits in a blocking call. */
-static int embed_busy(void *owner)
-{
-    struct usock_hub *h = owner;
-    return h->ntasks > 0 || h->rq_head != NULL || h->main.wait != NULL ||
-           h->deferred != NULL;
-}
-
-/* A blocking call made by the daemon's own code: run the daemon's loop one
- * iteration at a time until the call's wait is over. */
-static void embed_block(struct usock_hub *h)
-{
-    h->main_woken = 0;
-    for (;;) {
-        embed_tick(h);
-        if (h->main_woken) {
-            return;
-        }
-        h->reactor.ops->run_once(&h->reactor, USOCK__NEVER);
-    }
-}
-
 /* The next task to run, after a reactor pass when the round is over. */
 static struct usock__task *next_task(struct usock_hub *h)
 {
     if (h->driving) {
-        return &h->main; /* usock__hub_drive pops the next one */
+        return &h->main; /* embed.c's drive() pops the next one */
     }
     if (h->embedded) {
-        /* The thread's own context is inside embed_tick (the daemon's
-         * loop): going back to it is going back to the loop. */
-        struct usock__task *t = rq_pop(h);
+        /* The thread's own context is inside usock__embed_tick (the
+         * daemon's loop): going back to it is going back to the loop. */
+        struct usock__task *t = usock__rq_pop(h);
         if (!t || t == &h->main) {
             h->main_woken |= t != NULL;
             return &h->main;
@@ -295,7 +143,7 @@ static struct usock__task *next_task(struct usock_hub *h)
     for (;;) {
         if (h->rq_head && h->round_left > 0) {
             h->round_left--;
-            return rq_pop(h);
+            return usock__rq_pop(h);
         }
         if (h->rq_head) {
             /* A whole round ran: a non-blocking reactor pass, unless the
@@ -303,37 +151,12 @@ static struct usock__task *next_task(struct usock_hub *h)
              * each other then cost no system call). */
             int64_t now = usock__clock_ns();
             if (now - h->last_poll < POLL_EVERY) {
-                fire_timers(h, now);
+                usock__fire_timers(h, now);
                 h->round_left = h->rq_len;
                 continue;
             }
         }
         poll_once(h, h->rq_head == NULL);
-    }
-}
-
-void usock__hub_drive(struct usock_hub *h)
-{
-    struct usock__task *t;
-    size_t round;
-
-    h->reactor.ops->run_once(&h->reactor, 0);
-    h->last_poll = usock__clock_ns();
-    if (h->timers.n) {
-        fire_timers(h, h->last_poll);
-    }
-    usock__inbox_run(h);
-    round = h->rq_len;
-    h->driving = 1;
-    while (round-- > 0 && (t = rq_pop(h))) {
-        if (t != &h->main) {
-            switch_to(h, &h->main, t);
-        }
-    }
-    h->driving = 0;
-    if (h->reactor.dirty) {
-        /* The backend hands watch changes to the kernel in a pass. */
-        h->reactor.ops->run_once(&h->reactor, 0);
     }
 }
 
@@ -343,12 +166,12 @@ void usock__hub_block(struct usock_hub *h)
     struct usock__task *next;
 
     if (h->embedded && self == &h->main) {
-        embed_block(h);
+        usock__embed_block(h);
         return;
     }
     next = next_task(h);
     if (next != self) {
-        switch_to(h, self, next);
+        usock__switch_to(h, self, next);
     }
 }
 
@@ -483,7 +306,7 @@ static void unwind(struct usock_hub *h)
     while (h->ntasks > 0) {
         cancel_all(h);
         if (h->embedded) {
-            embed_tick(h);
+            usock__embed_tick(h);
         } else {
             usock__ready(h, &h->main);
             usock__hub_block(h);
@@ -699,13 +522,14 @@ struct usock_hub *usock__hub_get(void)
     return h;
 }
 
-/* Give h the reactor `ops`: on the daemon's loop (embedded) or its own. */
-static int attach(struct usock_hub *h, const struct usock__reactor_ops *ops,
-                  struct ev_loop *loop)
+int usock__hub_attach(struct usock_hub *h,
+                      const struct usock__reactor_ops *ops,
+                      struct ev_loop *loop, void (*tick)(void *),
+                      int (*busy)(void *))
 {
     h->reactor.ops = ops;
-    h->reactor.hooks.tick = loop ? embed_tick : NULL;
-    h->reactor.hooks.busy = loop ? embed_busy : NULL;
+    h->reactor.hooks.tick = tick;
+    h->reactor.hooks.busy = busy;
     h->reactor.hooks.owner = h;
     if (ops->init(&h->reactor, loop) < 0) {
         return -1;
@@ -723,7 +547,7 @@ int usock__hub_reactor(struct usock_hub *h)
         return 0;
     }
     ops = usock__reactor_pick();
-    return ops ? attach(h, ops, NULL) : -1;
+    return ops ? usock__hub_attach(h, ops, NULL, NULL, NULL) : -1;
 }
 
 size_t usock__live_tasks(void)
@@ -740,25 +564,6 @@ const char *usock__reactor_name(void)
 /* ------------------------------------------------------------------------ */
 /*  Public hub calls                                                        */
 /* ------------------------------------------------------------------------ */
-
-int usock_hub_use_ev_loop(struct ev_loop *loop)
-{
-    const struct usock__reactor_ops *ops;
-    struct usock_hub *h;
-
-    if (!loop) {
-        return usock__fail(EINVAL);
-    }
-    if (usock__tls_hub) {
-        return usock__fail(EBUSY);
-    }
-    ops = usock__reactor_pick();
-    if (!ops || strcmp(ops->name, "ev") != 0) {
-        return usock__fail(ENOTSUP);
-    }
-    h = usock__hub_get();
-    return h ? attach(h, ops, loop) : -1;
-}
 
 usock_hub_t *usock_hub_self(void)
 {

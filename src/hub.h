@@ -95,8 +95,9 @@ struct usock_hub {
     int embedded;                     /* runs inside a daemon's ev loop */
     int main_woken;                   /* embedded: the main context's wait
                                          ended */
-    int driving;                      /* in usock__hub_drive: a task that
-                                         blocks goes back to it */
+    int driving;                      /* in usock_hub_run_nowait (embed.c):
+                                         a task that blocks goes back to
+                                         it */
     struct usock__task **ids;         /* hash table id -> task */
     size_t ids_mask;
     size_t ntasks;                    /* spawned tasks alive */
@@ -133,6 +134,15 @@ USOCK__HIDDEN struct usock_hub *usock__hub_get(void);
 /* Give the hub its reactor if it has none.  0, or -1 with errno. */
 USOCK__HIDDEN int usock__hub_reactor(struct usock_hub *h);
 
+/* Give h the reactor `ops`: on the daemon's libev loop (embedded, with the
+ * hooks tick and busy of embed.c) or, loop NULL, its own (tick and busy
+ * NULL).  0, or -1 with errno from ops->init. */
+struct ev_loop;
+USOCK__HIDDEN int usock__hub_attach(struct usock_hub *h,
+                                    const struct usock__reactor_ops *ops,
+                                    struct ev_loop *loop,
+                                    void (*tick)(void *), int (*busy)(void *));
+
 /* Park the current task on w until a waker calls usock__wake(w, …) or the
  * deadline (absolute ns, USOCK__NEVER for none) passes (result ETIMEDOUT).
  * The caller has filled w->unlink/owner and linked w to its owner.  Returns
@@ -149,11 +159,12 @@ USOCK__HIDDEN void usock__ready(struct usock_hub *h, struct usock__task *t);
 /* Run other tasks until the current one is queued again. */
 USOCK__HIDDEN void usock__hub_block(struct usock_hub *h);
 
-/* usock_hub_run_nowait (embed.c), from the thread's own context: take in
- * ready I/O, due timers and posts without blocking, run each task that is
- * ready then (they come back here when they block), and hand the reactor
- * the watches they set. */
-USOCK__HIDDEN void usock__hub_drive(struct usock_hub *h);
+/* Embedding in a daemon's libev loop (embed.c): usock__embed_tick is the
+ * reactor's tick hook (one round of the hub per loop iteration; owner is
+ * the hub); usock__embed_block runs the daemon's loop until the wait of a
+ * blocking call made by the thread's own context is over. */
+USOCK__HIDDEN void usock__embed_tick(void *owner);
+USOCK__HIDDEN void usock__embed_block(struct usock_hub *h);
 
 /*
  * The cross-thread inbox and posts (inbox.c).
@@ -213,9 +224,6 @@ USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
 /* Tasks (task.c) call these on the hub (hub.c). */
 USOCK__HIDDEN int usock__ids_add(struct usock_hub *h, struct usock__task *t);
 USOCK__HIDDEN void usock__ids_del(struct usock_hub *h, struct usock__task *t);
-/* Release the stack of a task that finished before the last switch (its
- * successor runs this, off the dead stack). */
-USOCK__HIDDEN void usock__hub_reap(struct usock_hub *h);
 /* Sleep until `until` (monotonic ns) with nothing else to run: a thread
  * with no reactor.  EINTR resumes the sleep. */
 USOCK__HIDDEN void usock__sleep_until(int64_t until);
@@ -223,6 +231,16 @@ USOCK__HIDDEN void usock__sleep_until(int64_t until);
 USOCK__HIDDEN void usock__hub_exit(struct usock_hub *h) __attribute__((noreturn));
 /* Release the task's resources (its stack, which holds it). */
 USOCK__HIDDEN void usock__task_free(struct usock__task *t);
+/* Release the stack of a task that finished before the last switch (its
+ * successor runs this, off the dead stack): after every switch. */
+static inline void usock__hub_reap(struct usock_hub *h)
+{
+    if (unlikely(h->zombie != NULL)) {
+        struct usock__task *z = h->zombie;
+        h->zombie = NULL;
+        usock__task_free(z);
+    }
+}
 /* A fresh task id of hub h (unique process-wide, > 0), or -1 with errno
  * ENOMEM or EAGAIN (every id was issued). */
 USOCK__HIDDEN int usock__task_id(struct usock_hub *h);
