@@ -224,9 +224,6 @@ USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
 /* Tasks (task.c) call these on the hub (hub.c). */
 USOCK__HIDDEN int usock__ids_add(struct usock_hub *h, struct usock__task *t);
 USOCK__HIDDEN void usock__ids_del(struct usock_hub *h, struct usock__task *t);
-/* Sleep until `until` (monotonic ns) with nothing else to run: a thread
- * with no reactor.  EINTR resumes the sleep. */
-USOCK__HIDDEN void usock__sleep_until(int64_t until);
 /* Finish the current task: never returns. */
 USOCK__HIDDEN void usock__hub_exit(struct usock_hub *h) __attribute__((noreturn));
 /* Release the task's resources (its stack, which holds it). */
@@ -302,8 +299,9 @@ static inline int usock__cancelled(void)
 }
 
 /*
- * Deadlines.  A blocking call computes its deadline once, lazily (only when
- * it first has to wait): USOCK__DL_UNSET until then.  0 means non-blocking.
+ * Timeouts and deadlines (deadline.c).  A blocking call computes its
+ * deadline once, lazily (only when it first has to wait): USOCK__DL_UNSET
+ * until then.  0 means non-blocking.
  */
 #define USOCK__DL_UNSET INT64_MIN
 
@@ -315,5 +313,12 @@ USOCK__HIDDEN int64_t usock__deadline(int64_t timeout_ns);
 /* Seconds (API) <-> nanoseconds.  seconds_to_ns returns -1 for EINVAL
  * (negative other than USOCK_NONE, NaN, infinite), -2 for USOCK_NONE. */
 USOCK__HIDDEN int64_t usock__seconds_to_ns(double seconds);
+
+/* Default timeout for new sockets, in ns (-1 none). */
+USOCK__HIDDEN int64_t usock__default_timeout(void);
+
+/* Sleep until `until` (monotonic ns) with nothing else to run: a thread
+ * with no reactor.  EINTR resumes the sleep. */
+USOCK__HIDDEN void usock__sleep_until(int64_t until);
 
 #endif /* USOCKET_HUB_H */

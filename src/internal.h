@@ -62,9 +62,6 @@ USOCK__HIDDEN long usock__live_sockets(void);
 USOCK__HIDDEN size_t usock__live_tasks(void);
 USOCK__HIDDEN const char *usock__reactor_name(void);
 
-/* Default timeout for new sockets, in ns (-1 none). */
-USOCK__HIDDEN int64_t usock__default_timeout(void);
-
 /* Wrap an open non-blocking, close-on-exec fd.  NULL with errno ENOMEM
  * (the fd is then left open). */
 USOCK__HIDDEN struct usock *usock__wrap(int fd, int family, int type,

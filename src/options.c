@@ -1,5 +1,5 @@
 /*
- * Socket options, names and timeouts.
+ * Socket options and names.  Timeouts are in deadline.c.
  */
 #include "config.h"
 
@@ -63,32 +63,4 @@ int usock_getpeername(usock_t *s, usock_addr_t *a)
 int usock_getsockname(usock_t *s, usock_addr_t *a)
 {
     return get_name(s, a, getsockname);
-}
-
-int usock_settimeout(usock_t *s, double seconds)
-{
-    int64_t ns = usock__seconds_to_ns(seconds);
-
-    if (!s || ns == -1) {
-        return usock__fail(EINVAL);
-    }
-    if (usock__closed(s)) {
-        return -1;
-    }
-    s->timeout = ns == -2 ? -1 : ns;
-    return 0;
-}
-
-double usock_gettimeout(const usock_t *s)
-{
-    if (!s) {
-        errno = EINVAL;
-        return USOCK_NONE;
-    }
-    return s->timeout < 0 ? USOCK_NONE : (double)s->timeout / 1e9;
-}
-
-int usock_setblocking(usock_t *s, int flag)
-{
-    return usock_settimeout(s, flag ? USOCK_NONE : 0.0);
 }

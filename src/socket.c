@@ -16,32 +16,12 @@
 
 #include "internal.h"
 
-static _Atomic int64_t default_timeout = -1;
 static atomic_uint next_gen = 1; /* usock__io.gen: one per socket */
 static atomic_long live; /* socket objects alive (usock__live_sockets) */
 
 long usock__live_sockets(void)
 {
     return atomic_load(&live);
-}
-
-int64_t usock__default_timeout(void)
-{
-    return atomic_load_explicit(&default_timeout, memory_order_relaxed);
-}
-
-void usock_setdefaulttimeout(double seconds)
-{
-    int64_t ns = usock__seconds_to_ns(seconds);
-    if (ns != -1) {
-        atomic_store(&default_timeout, ns == -2 ? -1 : ns);
-    }
-}
-
-double usock_getdefaulttimeout(void)
-{
-    int64_t ns = usock__default_timeout();
-    return ns < 0 ? USOCK_NONE : (double)ns / 1e9;
 }
 
 int usock__check_io(const struct usock *s, const void *buf, size_t n)

@@ -1,5 +1,6 @@
 /*
- * Tasks: spawn, join, cancel, sleep, yield, run, deadlines.
+ * Tasks: ids, spawn, join, cancel, sleep, yield, run.  Deadlines and
+ * timeouts are in deadline.c.
  *
  * A spawned task lives at the top of its own stack, so spawning costs one
  * cached stack and no other allocation:
@@ -11,11 +12,9 @@
 
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
-#include <time.h>
 
 #include <usocket.h>
 
@@ -128,79 +127,6 @@ int usock__task_owner(const struct usock_hub *h, int id)
     }
     pthread_mutex_unlock(&ids_lock);
     return own;
-}
-
-/* ------------------------------------------------------------------------ */
-/*  Time                                                                    */
-/* ------------------------------------------------------------------------ */
-
-/* seconds * 1e9, rounded up (without libm). */
-static int64_t ceil_ns(double seconds)
-{
-    double x = seconds * 1e9;
-    int64_t ns = (int64_t)x;
-    return (double)ns < x ? ns + 1 : ns;
-}
-
-int64_t usock__seconds_to_ns(double seconds)
-{
-    if (seconds == USOCK_NONE) {
-        return -2;
-    }
-    if (isnan(seconds) || isinf(seconds) || seconds < 0) {
-        return -1;
-    }
-    /* About 292 years is the most an int64_t of ns can hold: clamp to 100
-     * years.  Round up so a positive timeout never becomes 0. */
-    if (seconds > 3.15e9) {
-        return (int64_t)3.15e18;
-    }
-    int64_t ns = ceil_ns(seconds);
-    return (ns == 0 && seconds > 0) ? 1 : ns;
-}
-
-int64_t usock__deadline(int64_t timeout_ns)
-{
-    struct usock_hub *h = usock__tls_hub;
-    int64_t d = USOCK__NEVER;
-
-    if (timeout_ns == 0) {
-        return 0;
-    }
-    if (timeout_ns > 0) {
-        d = usock__clock_ns() + timeout_ns;
-    }
-    if (h && h->current->deadline < d) {
-        d = h->current->deadline;
-    }
-    return d < 1 ? 1 : d;
-}
-
-double usock_now(void)
-{
-    return (double)usock__clock_ns() / 1e9;
-}
-
-double usock_setdeadline(double when)
-{
-    struct usock_hub *h = usock__hub_get();
-    double prev;
-    int64_t d;
-
-    if (!h) {
-        return USOCK_NONE;
-    }
-    d = h->current->deadline;
-    prev = d == USOCK__NEVER ? USOCK_NONE : (double)d / 1e9;
-    if (when == USOCK_NONE || isnan(when) || isinf(when)) {
-        h->current->deadline = USOCK__NEVER;
-    } else if (when <= 0) {
-        h->current->deadline = 1;
-    } else {
-        h->current->deadline = when > 9.2e9 ? USOCK__NEVER
-                                            : ceil_ns(when);
-    }
-    return prev;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -390,15 +316,6 @@ int usock_self(void)
 /* ------------------------------------------------------------------------ */
 /*  Sleep, yield, run                                                       */
 /* ------------------------------------------------------------------------ */
-
-void usock__sleep_until(int64_t until)
-{
-    struct timespec ts = {.tv_sec = until / 1000000000,
-                          .tv_nsec = until % 1000000000};
-    while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL) ==
-           EINTR) {
-    }
-}
 
 int usock_sleep(double seconds)
 {
