@@ -1,8 +1,19 @@
 /*
- * The per-thread hub: run queue, timers, the reactor pass, switching, task
- * ids, and the life cycle of the hub itself.  The cross-thread inbox and
- * posts are in inbox.c; embedding in a daemon's loop (libev or any other)
- * in embed.c, which shares the inline scheduler core of run.h.
+ * The per-thread hub: run queue, waking, timers, the reactor pass,
+ * switching, and the life cycle of the hub itself (creation, reactor,
+ * thread exit, fork), with usock_hub_self and usock_hub_shutdown.
+ *
+ * Elsewhere: the cross-thread inbox and posts in inbox.c; embedding in a
+ * daemon's loop (libev or any other) in embed.c, which shares the inline
+ * scheduler core of run.h; timeouts and deadlines in deadline.c.
+ *
+ * Hub and tasks: task.c owns the tasks (their ids, the id table h->ids,
+ * spawning, finishing, freeing), and the hub is what they call to wait,
+ * wake and switch.  The hub calls back into task.c only through the
+ * "Tasks, for the hub" calls of hub.h: usock__task_id (the id of the
+ * thread's own context), usock__task_free (reaping a finished task),
+ * usock__tasks_wake (fail or cancel every wait), usock__tasks_release
+ * (thread exit, fork child) and usock__task_ids_lock (fork).
  */
 #include "config.h"
 
@@ -72,13 +83,7 @@ static void fail_waits(struct usock_hub *h, int e)
     if (e == 0 || e == EINTR) {
         return;
     }
-    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
-        for (struct usock__task *t = h->ids[i]; t; t = t->hnext) {
-            if (t->wait) {
-                usock__wake(t->wait, e);
-            }
-        }
-    }
+    usock__tasks_wake(h, e, 0);
     if (h->main.wait) {
         usock__wake(h->main.wait, e);
     }
@@ -210,81 +215,6 @@ int usock__park(struct usock_hub *h, struct usock__wait *w, int64_t deadline)
 }
 
 /* ------------------------------------------------------------------------ */
-/*  Task ids                                                                */
-/* ------------------------------------------------------------------------ */
-
-static size_t id_slot(const struct usock_hub *h, int id)
-{
-    return ((size_t)id * 0x9E3779B1u) & h->ids_mask;
-}
-
-static int ids_grow(struct usock_hub *h)
-{
-    size_t n = h->ids ? (h->ids_mask + 1) * 2 : 64;
-    struct usock__task **t =
-        usock__calloc(n, sizeof(struct usock__task *));
-    size_t old = h->ids ? h->ids_mask + 1 : 0;
-
-    if (!t) {
-        return -1;
-    }
-    struct usock__task **prev = h->ids;
-    h->ids = t;
-    h->ids_mask = n - 1;
-    for (size_t i = 0; i < old; i++) {
-        struct usock__task *e = prev[i], *next;
-        for (; e; e = next) {
-            next = e->hnext;
-            size_t j = id_slot(h, e->id);
-            e->hnext = h->ids[j];
-            h->ids[j] = e;
-        }
-    }
-    free(prev);
-    return 0;
-}
-
-int usock__ids_add(struct usock_hub *h, struct usock__task *t)
-{
-    if ((!h->ids || h->ntasks + 1 > h->ids_mask + 1) && ids_grow(h) < 0) {
-        return -1;
-    }
-    size_t j = id_slot(h, t->id);
-    t->hnext = h->ids[j];
-    h->ids[j] = t;
-    h->ntasks++;
-    return 0;
-}
-
-void usock__ids_del(struct usock_hub *h, struct usock__task *t)
-{
-    struct usock__task **p = &h->ids[id_slot(h, t->id)];
-    while (*p != t) {
-        p = &(*p)->hnext;
-    }
-    *p = t->hnext;
-    h->ntasks--;
-}
-
-struct usock__task *usock__task_find(struct usock_hub *h, int id)
-{
-    if (h->current->id == id) {
-        return h->current;
-    }
-    if (h->main.id == id) {
-        return &h->main;
-    }
-    if (!h->ids) {
-        return NULL;
-    }
-    struct usock__task *t = h->ids[id_slot(h, id)];
-    while (t && t->id != id) {
-        t = t->hnext;
-    }
-    return t;
-}
-
-/* ------------------------------------------------------------------------ */
 /*  Life cycle                                                              */
 /* ------------------------------------------------------------------------ */
 
@@ -327,21 +257,10 @@ static void hub_destroy(void *arg)
     pthread_mutex_lock(&h->lock);
     h->dead = 1;
     pthread_mutex_unlock(&h->lock);
-    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
-        struct usock__task *t = h->ids[i], *next;
-        for (; t; t = next) {
-            next = t->hnext;
-            /* Sockets must not keep pointers into the freed stack. */
-            if (t->wait && t->wait->unlink) {
-                t->wait->unlink(t->wait);
-            }
-            usock__task_free(t);
-        }
-    }
+    usock__tasks_release(h, NULL);
     if (h->zombie) {
         usock__task_free(h->zombie);
     }
-    free(h->ids);
     if (h->has_reactor) {
         h->reactor.ops->destroy(&h->reactor);
     }
@@ -427,18 +346,8 @@ static void fork_child(void)
     }
     usock__tls_hub = NULL;
     pthread_setspecific(hub_key, NULL);
-    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
-        struct usock__task *t = h->ids[i], *next;
-        for (; t; t = next) {
-            next = t->hnext;
-            if (t->wait && t->wait->unlink) {
-                t->wait->unlink(t->wait);
-            }
-            if (t != h->current) {
-                usock__task_free(t);
-            }
-        }
-    }
+    /* Forked from a task: it still runs on h, and keeps the id table. */
+    usock__tasks_release(h, h->current == &h->main ? NULL : h->current);
     if (h->main.wait && h->main.wait->unlink) {
         h->main.wait->unlink(h->main.wait);
     }
@@ -453,8 +362,6 @@ static void fork_child(void)
     if (h->current != &h->main) {
         return; /* forked from a task: it still runs on h */
     }
-    free(h->ids);
-    h->ids = NULL;
     usock__heap_free(&h->timers);
     /* Sockets of the child may still name h: it stays, as a dead hub,
      * until the last of them is closed (usock__hub_release). */
@@ -578,16 +485,7 @@ usock_hub_t *usock_hub_self(void)
 /* On the hub's thread: cancel every task but the thread's own context. */
 static void cancel_all(void *arg)
 {
-    struct usock_hub *h = arg;
-
-    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
-        for (struct usock__task *t = h->ids[i]; t; t = t->hnext) {
-            t->cancelled = 1;
-            if (t->wait) {
-                usock__wake(t->wait, ECANCELED);
-            }
-        }
-    }
+    usock__tasks_wake(arg, ECANCELED, 1);
 }
 
 int usock_hub_shutdown(usock_hub_t *h)

@@ -98,7 +98,7 @@ struct usock_hub {
     int driving;                      /* in usock_hub_run_nowait (embed.c):
                                          a task that blocks goes back to
                                          it */
-    struct usock__task **ids;         /* hash table id -> task */
+    struct usock__task **ids;         /* hash table id -> task (task.c) */
     size_t ids_mask;
     size_t ntasks;                    /* spawned tasks alive */
     struct usock__task *zombie;       /* finished, stack to release */
@@ -217,17 +217,32 @@ static inline void usock__posts_retry(struct usock_hub *h, int64_t now)
 /* Free the deferred posts without running them. */
 USOCK__HIDDEN void usock__posts_free(struct usock_hub *h);
 
-/* The task with this id on hub h, or NULL. */
-USOCK__HIDDEN struct usock__task *usock__task_find(struct usock_hub *h,
-                                                   int id);
-
-/* Tasks (task.c) call these on the hub (hub.c). */
-USOCK__HIDDEN int usock__ids_add(struct usock_hub *h, struct usock__task *t);
-USOCK__HIDDEN void usock__ids_del(struct usock_hub *h, struct usock__task *t);
 /* Finish the current task: never returns. */
 USOCK__HIDDEN void usock__hub_exit(struct usock_hub *h) __attribute__((noreturn));
+
+/*
+ * Tasks, for the hub (task.c).  task.c owns the tasks: their ids (the
+ * process-wide ranges and each hub's table h->ids), spawning, finishing
+ * and freeing them.  The hub reaches them only through these calls; it
+ * never walks h->ids itself.
+ */
+
+/* A fresh task id of hub h (unique process-wide, > 0), or -1 with errno
+ * ENOMEM or EAGAIN (every id was issued). */
+USOCK__HIDDEN int usock__task_id(struct usock_hub *h);
 /* Release the task's resources (its stack, which holds it). */
 USOCK__HIDDEN void usock__task_free(struct usock__task *t);
+/* Every spawned task of h (not the thread's own context): mark it
+ * cancelled when `cancel` is set, and end its wait, if any, with e. */
+USOCK__HIDDEN void usock__tasks_wake(struct usock_hub *h, int e, int cancel);
+/* Teardown (thread exit, the fork child): unlink the wait of every spawned
+ * task of h and free each but `keep`; with keep NULL, free the table as
+ * well. */
+USOCK__HIDDEN void usock__tasks_release(struct usock_hub *h,
+                                        struct usock__task *keep);
+/* Take (1) or release (0) the lock of the id ranges: around fork. */
+USOCK__HIDDEN void usock__task_ids_lock(int lock);
+
 /* Release the stack of a task that finished before the last switch (its
  * successor runs this, off the dead stack): after every switch. */
 static inline void usock__hub_reap(struct usock_hub *h)
@@ -238,16 +253,10 @@ static inline void usock__hub_reap(struct usock_hub *h)
         usock__task_free(z);
     }
 }
-/* A fresh task id of hub h (unique process-wide, > 0), or -1 with errno
- * ENOMEM or EAGAIN (every id was issued). */
-USOCK__HIDDEN int usock__task_id(struct usock_hub *h);
+
 /* The resolver's pool around fork: 0 before (lock), 1 in the parent
  * after (unlock), 2 in the child (no workers, empty queue). */
 USOCK__HIDDEN void usock__resolve_fork(int phase);
-/* Take (1) or release (0) the lock of the id table: around fork. */
-USOCK__HIDDEN void usock__task_ids_lock(int lock);
-/* Who issued id: 1 hub h, -1 another hub, 0 nobody (never issued). */
-USOCK__HIDDEN int usock__task_owner(const struct usock_hub *h, int id);
 
 /*
  * AddressSanitizer must be told about every stack switch, or it reports

@@ -15,6 +15,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdlib.h>
 
 #include <usocket.h>
 
@@ -103,7 +104,8 @@ void usock__task_ids_lock(int lock)
     }
 }
 
-int usock__task_owner(const struct usock_hub *h, int id)
+/* Who issued id: 1 hub h, -1 another hub, 0 nobody (never issued). */
+static int task_owner(const struct usock_hub *h, int id)
 {
     if (id <= 0) {
         return 0;
@@ -129,6 +131,120 @@ int usock__task_owner(const struct usock_hub *h, int id)
     return own;
 }
 
+/*
+ * The hub's table of its spawned tasks (h->ids, a hash table id -> task
+ * chained through task->hnext; h->ntasks counts them): added at spawn,
+ * taken out when the task finishes.  The hub walks it only through
+ * usock__tasks_wake and usock__tasks_release.
+ */
+static size_t id_slot(const struct usock_hub *h, int id)
+{
+    return ((size_t)id * 0x9E3779B1u) & h->ids_mask;
+}
+
+static int ids_grow(struct usock_hub *h)
+{
+    size_t n = h->ids ? (h->ids_mask + 1) * 2 : 64;
+    struct usock__task **t =
+        usock__calloc(n, sizeof(struct usock__task *));
+    size_t old = h->ids ? h->ids_mask + 1 : 0;
+
+    if (!t) {
+        return -1;
+    }
+    struct usock__task **prev = h->ids;
+    h->ids = t;
+    h->ids_mask = n - 1;
+    for (size_t i = 0; i < old; i++) {
+        struct usock__task *e = prev[i], *next;
+        for (; e; e = next) {
+            next = e->hnext;
+            size_t j = id_slot(h, e->id);
+            e->hnext = h->ids[j];
+            h->ids[j] = e;
+        }
+    }
+    free(prev);
+    return 0;
+}
+
+static int ids_add(struct usock_hub *h, struct usock__task *t)
+{
+    if ((!h->ids || h->ntasks + 1 > h->ids_mask + 1) && ids_grow(h) < 0) {
+        return -1;
+    }
+    size_t j = id_slot(h, t->id);
+    t->hnext = h->ids[j];
+    h->ids[j] = t;
+    h->ntasks++;
+    return 0;
+}
+
+static void ids_del(struct usock_hub *h, struct usock__task *t)
+{
+    struct usock__task **p = &h->ids[id_slot(h, t->id)];
+    while (*p != t) {
+        p = &(*p)->hnext;
+    }
+    *p = t->hnext;
+    h->ntasks--;
+}
+
+/* The task with this id on hub h (the thread's own context included), or
+ * NULL. */
+static struct usock__task *task_find(struct usock_hub *h, int id)
+{
+    if (h->current->id == id) {
+        return h->current;
+    }
+    if (h->main.id == id) {
+        return &h->main;
+    }
+    if (!h->ids) {
+        return NULL;
+    }
+    struct usock__task *t = h->ids[id_slot(h, id)];
+    while (t && t->id != id) {
+        t = t->hnext;
+    }
+    return t;
+}
+
+void usock__tasks_wake(struct usock_hub *h, int e, int cancel)
+{
+    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
+        for (struct usock__task *t = h->ids[i]; t; t = t->hnext) {
+            if (cancel) {
+                t->cancelled = 1;
+            }
+            if (t->wait) {
+                usock__wake(t->wait, e);
+            }
+        }
+    }
+}
+
+void usock__tasks_release(struct usock_hub *h, struct usock__task *keep)
+{
+    for (size_t i = 0; h->ids && i <= h->ids_mask; i++) {
+        struct usock__task *t = h->ids[i], *next;
+        for (; t; t = next) {
+            next = t->hnext;
+            /* Sockets must not keep pointers into the freed stack. */
+            if (t->wait && t->wait->unlink) {
+                t->wait->unlink(t->wait);
+            }
+            if (t != keep) {
+                usock__task_free(t);
+            }
+        }
+    }
+    if (keep == NULL) {
+        free(h->ids);
+        h->ids = NULL;
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /*  Spawn and finish                                                        */
 /* ------------------------------------------------------------------------ */
@@ -147,7 +263,7 @@ static void task_main(void *arg)
     while (t->joiners) {
         usock__wake(t->joiners, 0);
     }
-    usock__ids_del(h, t);
+    ids_del(h, t);
     if (h->ntasks == 0 && h->run_waiter) {
         usock__wake(h->run_waiter, 0);
     }
@@ -215,7 +331,7 @@ int usock_spawn(void (*fn)(void *arg), void *arg)
     }
     t->cancelled = (unsigned char)__atomic_load_n(&h->shutdown,
                                                   __ATOMIC_ACQUIRE);
-    if (usock__ids_add(h, t) < 0) {
+    if (ids_add(h, t) < 0) {
         usock__stack_put(&st);
         errno = ENOMEM;
         return -1;
@@ -254,7 +370,7 @@ int usock_join(int id, double timeout)
     if (!h || ns == -1) {
         return usock__fail(h ? EINVAL : ENOMEM);
     }
-    int own = usock__task_owner(h, id);
+    int own = task_owner(h, id);
     if (own <= 0) {
         /* Never issued, or another hub's task (DESIGN "Lifetimes across
          * threads"): whatever the timeout. */
@@ -263,7 +379,7 @@ int usock_join(int id, double timeout)
     if (h->current->cancelled) {
         return usock__fail(ECANCELED);
     }
-    t = usock__task_find(h, id);
+    t = task_find(h, id);
     if (t == h->current) {
         return usock__fail(EDEADLK);
     }
@@ -292,11 +408,11 @@ int usock_cancel(int id)
     if (!h) {
         return -1;
     }
-    int own = usock__task_owner(h, id);
+    int own = task_owner(h, id);
     if (own <= 0) {
         return usock__fail(own == 0 ? ESRCH : EXDEV);
     }
-    t = usock__task_find(h, id);
+    t = task_find(h, id);
     if (!t) {
         return 0; /* already finished */
     }
