@@ -15,7 +15,7 @@
 
 #define container_of(ptr, type, member)                                        \
     ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
-#define likely(x) __builtin_expect(!!(x), 1)
+#define likely(x)   __builtin_expect(!!(x), 1)
 #define unlikely(x) __builtin_expect(!!(x), 0)
 
 /* USOCK__ASAN: built with AddressSanitizer (gcc or clang); USOCK__TSAN:

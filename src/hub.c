@@ -429,8 +429,7 @@ struct usock_hub *usock__hub_get(void)
     return h;
 }
 
-int usock__hub_attach(struct usock_hub *h,
-                      const struct usock__reactor_ops *ops,
+int usock__hub_attach(struct usock_hub *h, const struct usock__reactor_ops *ops,
                       struct ev_loop *loop, void (*tick)(void *),
                       int (*busy)(void *))
 {

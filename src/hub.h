@@ -140,8 +140,8 @@ USOCK__HIDDEN int usock__hub_reactor(struct usock_hub *h);
 struct ev_loop;
 USOCK__HIDDEN int usock__hub_attach(struct usock_hub *h,
                                     const struct usock__reactor_ops *ops,
-                                    struct ev_loop *loop,
-                                    void (*tick)(void *), int (*busy)(void *));
+                                    struct ev_loop *loop, void (*tick)(void *),
+                                    int (*busy)(void *));
 
 /* Park the current task on w until a waker calls usock__wake(w, …) or the
  * deadline (absolute ns, USOCK__NEVER for none) passes (result ETIMEDOUT).
