@@ -14,7 +14,6 @@
 
 #include <errno.h>
 #include <math.h>
-#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -22,7 +21,7 @@
 
 #include "internal.h"
 
-static _Atomic int64_t default_timeout = -1;
+int64_t usock__default_timeout_ns = -1; /* atomic: __atomic builtins */
 
 /* ------------------------------------------------------------------------ */
 /*  Seconds and nanoseconds, the clock                                      */
@@ -114,16 +113,12 @@ double usock_setdeadline(double when)
 /*  Timeouts                                                                */
 /* ------------------------------------------------------------------------ */
 
-int64_t usock__default_timeout(void)
-{
-    return atomic_load_explicit(&default_timeout, memory_order_relaxed);
-}
-
 void usock_setdefaulttimeout(double seconds)
 {
     int64_t ns = usock__seconds_to_ns(seconds);
     if (ns != -1) {
-        atomic_store(&default_timeout, ns == -2 ? -1 : ns);
+        __atomic_store_n(&usock__default_timeout_ns, ns == -2 ? -1 : ns,
+                         __ATOMIC_SEQ_CST);
     }
 }
 

@@ -20,8 +20,8 @@
  *                                          ready task, each coming back when
  *                                          it blocks (drive)
  *
- * The run queue, timers and switch are run.h's inline copies, as in
- * hub.c: a round of tasks here costs no more than one there.
+ * The run queue, timers and switch are run.h's copies, as in hub.c: a
+ * round of tasks here costs no more than one there.
  */
 #include "config.h"
 

@@ -323,8 +323,13 @@ USOCK__HIDDEN int64_t usock__deadline(int64_t timeout_ns);
  * (negative other than USOCK_NONE, NaN, infinite), -2 for USOCK_NONE. */
 USOCK__HIDDEN int64_t usock__seconds_to_ns(double seconds);
 
-/* Default timeout for new sockets, in ns (-1 none). */
-USOCK__HIDDEN int64_t usock__default_timeout(void);
+/* Default timeout for new sockets, in ns (-1 none): read inline, as every
+ * accepted socket takes it; set by usock_setdefaulttimeout (atomically). */
+USOCK__HIDDEN extern int64_t usock__default_timeout_ns;
+static inline int64_t usock__default_timeout(void)
+{
+    return __atomic_load_n(&usock__default_timeout_ns, __ATOMIC_RELAXED);
+}
 
 /* Sleep until `until` (monotonic ns) with nothing else to run: a thread
  * with no reactor.  EINTR resumes the sleep. */

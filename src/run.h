@@ -3,16 +3,19 @@
  * hub.c (a hub on its own reactor: usock__hub_block, next_task) and
  * embed.c (a hub inside a daemon's loop: usock__embed_tick, drive).
  * Popping the run queue, the prefetches, firing due timers and the stack
- * switch are on the per-event path, so they are static inline here: each
- * of those files has its own inlined copy, and no call crosses a file.
- * Only hub.c and embed.c include this header.
+ * switch are on the per-event path, so they are defined here, static:
+ * each of those files has its own copy and no call crosses a file.  The
+ * prefetches are always_inline; the others are plain `static` (unused is
+ * only for an includer that needs not all of them), so GCC inlines them
+ * or not exactly as it did when they were file-local to hub.c.  Only
+ * hub.c and embed.c include this header.
  *
  *   rq_head ──▶ task ──next──▶ task ──next──▶ … ◀── rq_tail
  *   usock__rq_pop: take the head, prefetch the next task (stack top,
  *   socket, reactor record) and the record of the one after it.
  */
-#ifndef USOCKET_RUN_H
-#define USOCKET_RUN_H
+#ifndef USOCKET_SCHED_H
+#define USOCKET_SCHED_H
 
 #include <errno.h>
 #include <stddef.h>
@@ -67,7 +70,8 @@ usock__prefetch_ahead(const struct usock__task *n)
 }
 
 /* Take the first ready task off the run queue, or NULL. */
-static inline struct usock__task *usock__rq_pop(struct usock_hub *h)
+static __attribute__((unused)) struct usock__task *
+usock__rq_pop(struct usock_hub *h)
 {
     struct usock__task *t = h->rq_head;
     if (t) {
@@ -83,7 +87,8 @@ static inline struct usock__task *usock__rq_pop(struct usock_hub *h)
 }
 
 /* Wake every wait whose deadline has passed. */
-static inline void usock__fire_timers(struct usock_hub *h, int64_t now)
+static __attribute__((unused)) void usock__fire_timers(struct usock_hub *h,
+                                                       int64_t now)
 {
     struct usock__heap_node *n;
     while ((n = usock__heap_top(&h->timers)) && n->key <= now) {
@@ -93,9 +98,9 @@ static inline void usock__fire_timers(struct usock_hub *h, int64_t now)
 
 /* Run `to` (from the running `from`); returns when something switches back
  * to `from`. */
-static inline void usock__switch_to(struct usock_hub *h,
-                                    struct usock__task *from,
-                                    struct usock__task *to)
+static __attribute__((unused)) void usock__switch_to(struct usock_hub *h,
+                                                     struct usock__task *from,
+                                                     struct usock__task *to)
 {
     void *fake = NULL;
 
@@ -107,4 +112,4 @@ static inline void usock__switch_to(struct usock_hub *h,
     usock__hub_reap(h);
 }
 
-#endif /* USOCKET_RUN_H */
+#endif /* USOCKET_SCHED_H */
