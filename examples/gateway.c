@@ -13,13 +13,18 @@
  *
  * The MQTT 3.1.1 encoding (CONNECT, CONNACK, PUBLISH, PUBACK, SUBSCRIBE,
  * SUBACK, PINGREQ, PINGRESP, DISCONNECT) is here, small and straight-line,
- * on usock_read and usock_sendall.  Run with --help for the options.
+ * on usock_read and usock_sendall.  With --tls the broker connection is
+ * wrapped by usock_tls_wrap right after its connect, and the same MQTT code
+ * runs over TLS unchanged; one usock_tls_t made at start-up serves every
+ * reconnect, which offers the broker the last TLS session to resume.  Run
+ * with --help for the options.
  */
 #include <usocket.h>
 
 #include <errno.h>
 #include <ev.h>
 #include <getopt.h>
+#include <netdb.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -36,6 +41,7 @@
 #define MAX_DATAGRAM 65536
 #define MAX_PACKET (1 << 20) /* larger packets from the broker: a failure */
 #define CHAN_ITEMS 1024
+#define WHY 320             /* room for why a connect failed */
 
 /* MQTT 3.1.1 packet types (the high nibble of the first byte). */
 enum { CONNECT = 1, CONNACK, PUBLISH, PUBACK, SUBSCRIBE = 8, SUBACK,
@@ -54,8 +60,10 @@ static const char usage_text[] =
 "  --queue N          messages kept while the broker is away or has not\n"
 "                     acknowledged them (default 1000)\n"
 "  --client-id ID     MQTT client id (default gateway-PID)\n"
-"  --tls --ca FILE    TLS to the broker, verified against FILE (reports that\n"
-"                     TLS is not built into this usocket)\n"
+"  --tls              TLS to the broker: its certificate must chain to a\n"
+"                     trusted CA and name the HOST of --broker (a DNS name\n"
+"                     or an IP address); trusted: the system's CAs\n"
+"  --ca FILE          with --tls: trust the CAs in FILE (PEM) too\n"
 "  --stats SECONDS    stats line period (default 10)\n"
 "  -q                 no log lines other than the stats lines\n"
 "  --help             this text\n"
@@ -81,7 +89,16 @@ static const char usage_text[] =
 "line is its last output.\n"
 "\n"
 "SIGTERM or SIGINT: stop reading datagrams, publish what is queued for at\n"
-"most 2 s, send DISCONNECT, exit 0.\n";
+"most 2 s, send DISCONNECT, exit 0.\n"
+"\n"
+"Over TLS a failed handshake (an unknown CA, a wrong name, a peer that is\n"
+"not TLS) is a failed connect: the same back-off and retries, its reason\n"
+"logged once.  A reconnect offers to resume the last TLS session.  An\n"
+"unreadable --ca FILE is an error at start-up (exit 2); a usocket built\n"
+"without TLS makes --tls report that (exit 1).\n"
+"\n"
+"Exit status: 0 after a signal, 1 on a failure at start-up, 2 on bad\n"
+"arguments.\n";
 
 /* ---- options and counters ------------------------------------------------ */
 
@@ -94,6 +111,7 @@ static struct {
     char client_id[64];
     double stats;
     int quiet;
+    usock_tls_t *tls;   /* --tls: one configuration for every connection */
 } opt = {.prefix = "gw", .queue_max = 1000, .stats = 10};
 
 static struct {
@@ -406,23 +424,29 @@ static void reader_main(void *arg)
 
 /* ---- the broker task ------------------------------------------------------------ */
 
-/* Connect, CONNECT/CONNACK, SUBSCRIBE.  The socket, or NULL. */
-static usock_t *broker_connect(void)
+/* Connect (over TLS with --tls), CONNECT/CONNACK, SUBSCRIBE.  The socket,
+ * or NULL with why the connect failed in why[WHY]. */
+static usock_t *broker_connect(char *why)
 {
     usock_addrinfo_t *ai, *p;
     usock_t *s = NULL;
     struct pkt k = {0};
     unsigned char ack[4];
     char filter[300];
+    ssize_t n;
+    int rc;
 
-    if (usock_getaddrinfo(opt.host, opt.port, AF_UNSPEC, SOCK_STREAM, 0,
-                          &ai) != 0) {
+    if ((rc = usock_getaddrinfo(opt.host, opt.port, AF_UNSPEC, SOCK_STREAM,
+                                0, &ai)) != 0) {
+        snprintf(why, WHY, "%s", rc == EAI_SYSTEM ? strerror(errno)
+                                                  : gai_strerror(rc));
         return NULL;
     }
     for (p = ai; p != NULL && s == NULL; p = p->next) {
         s = usock_socket(p->family, SOCK_STREAM, 0);
         if (s != NULL && (usock_settimeout(s, CONNECT_TIMEOUT) < 0 ||
                           usock_connect(s, &p->addr) < 0)) {
+            snprintf(why, WHY, "%s", strerror(errno));
             usock_close(s);
             s = NULL;
         }
@@ -431,13 +455,35 @@ static usock_t *broker_connect(void)
     if (s == NULL) {
         return NULL;
     }
+    /* TLS: the handshake, under the connect timeout, checking the
+     * certificate against the name (or address) we were given.  From here
+     * on every read and write of s is encrypted; nothing below changes. */
+    if (opt.tls && usock_tls_wrap(s, opt.tls, opt.host) < 0) {
+        const char *err = strerror(errno), *e = usock_tls_error(s);
+        if (e == NULL || strcmp(e, err) == 0) {
+            e = ""; /* nothing more to say than errno */
+        }
+        snprintf(why, WHY, "TLS handshake: %s%s%s", err, e[0] ? ": " : "",
+                 e);
+        usock_close(s);
+        return NULL;
+    }
     begin(&k, CONNECT << 4);
     put_str(&k, "MQTT", 4);
     put(&k, "\x04\x02", 2); /* level 4 (3.1.1), clean session */
     put_u16(&k, KEEPALIVE);
     put_str(&k, opt.client_id, strlen(opt.client_id));
-    if (send_pkt(s, &k) < 0 || usock_read(s, ack, 4) != 4 ||
-        ack[0] != CONNACK << 4 || ack[1] != 2 || ack[3] != 0) {
+    if (send_pkt(s, &k) < 0) {
+        snprintf(why, WHY, "CONNECT: %s", strerror(errno));
+        goto fail;
+    }
+    if ((n = usock_read(s, ack, 4)) != 4) {
+        snprintf(why, WHY, "no CONNACK: %s",
+                 n < 0 ? strerror(errno) : "the broker closed");
+        goto fail;
+    }
+    if (ack[0] != CONNACK << 4 || ack[1] != 2 || ack[3] != 0) {
+        snprintf(why, WHY, "CONNECT refused (CONNACK code %u)", ack[3]);
         goto fail;
     }
     int flen = snprintf(filter, sizeof filter, "%s/down/+", opt.prefix);
@@ -446,6 +492,7 @@ static usock_t *broker_connect(void)
     put_str(&k, filter, (size_t)flen);
     put(&k, "", 1); /* QoS 0: only the broker task writes to the socket */
     if (send_pkt(s, &k) < 0) {
+        snprintf(why, WHY, "SUBSCRIBE: %s", strerror(errno));
         goto fail;
     }
     free(k.b);
@@ -552,7 +599,8 @@ static int session(struct conn *c)
 static void broker_main(void *arg)
 {
     double backoff = BACKOFF_MIN;
-    int sessions = 0, down = 0;
+    int sessions = 0;
+    char why[WHY], said[WHY] = ""; /* said: the reason last logged */
 
     (void)arg;
     for (;;) {
@@ -565,10 +613,12 @@ static void broker_main(void *arg)
             }
         }
         struct conn c = {.alive = 1};
-        if ((c.s = broker_connect()) == NULL) {
-            if (!down++) {
-                say("broker %s:%d unreachable: %s", opt.host, opt.port,
-                    strerror(errno));
+        if ((c.s = broker_connect(why)) == NULL) {
+            /* Once per reason while the broker stays away, not once per
+             * try: a wrong CA would otherwise log every 5 s. */
+            if (strcmp(why, said) != 0) {
+                say("broker %s:%d unreachable: %s", opt.host, opt.port, why);
+                snprintf(said, sizeof said, "%s", why);
             }
             if (stopping) {
                 usock_sleep(backoff);
@@ -579,13 +629,27 @@ static void broker_main(void *arg)
             continue;
         }
         backoff = BACKOFF_MIN;
-        down = 0;
+        said[0] = '\0';
         stats.reconnects += sessions++ > 0;
-        say("connected to %s:%d, %zu queued", opt.host, opt.port, queue.n);
+        if (opt.tls) {
+            say("connected to %s:%d over %s%s, %zu queued", opt.host,
+                opt.port, usock_tls_version(c.s),
+                usock_tls_session_reused(c.s) == 1 ? " (session resumed)" : "",
+                queue.n);
+        } else {
+            say("connected to %s:%d, %zu queued", opt.host, opt.port,
+                queue.n);
+        }
         queue.unsent = queue.head; /* resend what was not acknowledged */
         c.reader = usock_spawn(reader_main, &c);
         int rc = session(&c);
-        usock_shutdown(c.s, SHUT_RDWR); /* the reader sees the end */
+        /* After DISCONNECT our end of the stream (over TLS a close_notify,
+         * which may wait for room; a lost connection gets none).  Then the
+         * read side, which never waits: the reader sees the end. */
+        if (rc == 0) {
+            usock_shutdown(c.s, SHUT_WR);
+        }
+        usock_shutdown(c.s, SHUT_RD);
         /* Its NULL is still to come unless we stopped on it: take it in
          * (with whatever datagrams came first). */
         struct msg *m;
@@ -725,9 +789,25 @@ int main(int argc, char **argv)
         return 2;
     }
     if (tls) {
-        fprintf(stderr, "gateway: --tls%s%s: TLS is not built into this "
-                "usocket\n", ca ? " --ca " : "", ca ? ca : "");
-        return 1;
+        /* One client configuration for the whole run: it verifies against
+         * the system's CAs, and FILE's; it keeps the last session for the
+         * next connect to resume. */
+        if ((opt.tls = usock_tls_new(USOCK_TLS_CLIENT)) == NULL) {
+            if (errno == ENOTSUP) {
+                fprintf(stderr, "gateway: --tls%s%s: TLS is not built into "
+                        "this usocket\n", ca ? " --ca " : "", ca ? ca : "");
+            } else {
+                perror("gateway: usock_tls_new");
+            }
+            return 1;
+        }
+        if (ca && usock_tls_load_ca(opt.tls, ca, NULL) < 0) {
+            fprintf(stderr, "gateway: --ca %s: %s\n", ca,
+                    errno == EINVAL ? "no PEM certificate in it"
+                                    : strerror(errno));
+            usock_tls_free(opt.tls);
+            return 2;
+        }
     }
 
     struct ev_loop *loop = ev_default_loop(0);
@@ -756,13 +836,14 @@ int main(int argc, char **argv)
     ev_signal_start(loop, &sigterm_w);
     ev_timer_init(&stats_w, on_stats, opt.stats, opt.stats);
     ev_timer_start(loop, &stats_w);
-    say("devices on udp %s:%d, broker %s:%d", uhost[0] ? uhost : "*", uport,
-        opt.host, opt.port);
+    say("devices on udp %s:%d, broker %s:%d%s", uhost[0] ? uhost : "*",
+        uport, opt.host, opt.port, opt.tls ? " over TLS" : "");
     ev_run(loop, 0); /* until the signal, and the tasks are done */
 
     usock_close(udp);
     usock_chan_free(inbox);
     usock_cond_free(changed);
+    usock_tls_free(opt.tls);
     while (queue.head) {
         struct msg *m = queue.head;
         queue.head = m->next;

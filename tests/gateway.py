@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """gateway.py: examples/gateway against a real mosquitto broker.
 
-    EXAMPLES=BUILD/examples python3 tests/gateway.py
+    EXAMPLES=BUILD/examples python3 tests/gateway.py [--tls]
 
 Each broker is a mosquitto started here on a free port with its own config
 file in a temporary folder (listener PORT 127.0.0.1, allow_anonymous true,
@@ -23,6 +23,22 @@ While a broker is away its port is held by a listener of ours that closes
 each connection at once (the gateway backs off as from any dead broker),
 so the restarted broker's subscriber is in place before the gateway comes
 back (a broker drops messages nobody subscribes to).
+
+With --tls (tests/gateway_tls.sh) every broker listens over TLS with a
+certificate for 127.0.0.1 made by tests/tls_certs.sh, mosquitto_sub and
+mosquitto_pub verify it (--cafile), the gateway runs with --tls --ca, and
+checks 1, 2, 3 and 5 (with the broker up) run again over TLS, with:
+
+  7. an unreadable or non-PEM --ca FILE: a clear message, exit 2;
+  8. a --ca that did not sign the broker's certificate, and --tls alone
+     (the system's CAs): nothing published, the gateway keeps trying with
+     its back-off (the broker sees the handshakes; reconnects stays 0, as
+     no session is ever established), the reason logged once, SIGTERM
+     exits 0 with the stats line last.
+
+Without --tls, --tls is checked to report that TLS is not built when the
+build has no TLS (no examples/tls_echo_server), and --ca without --tls to
+be a usage error.
 
 Prints TAP-style lines; exit 0 when all pass, 1 otherwise.
 """
@@ -47,9 +63,23 @@ STATS = re.compile(r"^gateway: up=(\d+) down=(\d+) queued=(\d+) "
 TMP = tempfile.mkdtemp(prefix="usocket-gateway.")
 PROCS = []
 FAILED = []
+HERE = os.path.dirname(os.path.abspath(__file__))
+# TLS built into usocket: its TLS examples are built.
+HAVE_TLS = os.access(os.path.join(EXAMPLES, "tls_echo_server"), os.X_OK)
+TLS = None  # --tls: the folder of tests/tls_certs.sh's certificates
+
+
+def cert(name):
+    return os.path.join(TLS, name)
+
+
+def client_tls():
+    """mosquitto_sub/mosquitto_pub options: verify the broker."""
+    return ["--cafile", cert("ca.pem")] if TLS else []
 
 
 def ok(name, cond, detail=""):
+    name = ("TLS: " if TLS else "") + name
     print(("ok - " if cond else "not ok - ") + name +
           ("" if cond or not detail else ": " + detail))
     if not cond:
@@ -92,6 +122,14 @@ class Broker:
         with open(self.conf, "w") as f:
             f.write("listener %d 127.0.0.1\nallow_anonymous true\n"
                     "persistence false\n" % port)
+            if TLS:
+                f.write("cafile %s\ncertfile %s\nkeyfile %s\n" %
+                        (cert("ca.pem"), cert("server.pem"),
+                         cert("server.key")))
+                if os.geteuid() == 0:
+                    # Started as root it reads the certificates as user
+                    # mosquitto, who cannot enter our mkdtemp folder.
+                    f.write("user root\n")
         self.proc = None
 
     def start(self):
@@ -105,6 +143,14 @@ class Broker:
         self.proc.kill()
         self.proc.wait()
 
+    def connections(self):
+        """How many connections it accepted so far, from its log (a TLS
+        handshake that fails within the accept is logged differently)."""
+        with open(self.conf + ".log") as f:
+            log = f.read()
+        return (log.count("New connection from") +
+                log.count("Client connection from"))
+
 
 class Sub:
     """mosquitto_sub on PREFIX/up/#; collects (topic, payload) in order."""
@@ -114,7 +160,8 @@ class Sub:
         self.subscribed = threading.Event()
         # stdbuf: mosquitto_sub's stdout is a pipe here, so block-buffered.
         self.proc = spawn(STDBUF + ["mosquitto_sub", "-h", "127.0.0.1", "-p",
-                           str(port), "-t", topic, "-q", "1", "-v", "-d"],
+                           str(port), "-t", topic, "-q", "1", "-v", "-d"] +
+                          client_tls(),
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                           text=True, bufsize=1)
         self.t = threading.Thread(target=self._read, daemon=True)
@@ -180,11 +227,16 @@ class Holder:
 
 
 class Gateway:
-    def __init__(self, udp_port, broker_port, *args):
+    def __init__(self, udp_port, broker_port, *args, ca="ca.pem"):
+        """With --tls: --tls --ca CA (a file of the certificates' folder),
+        or --tls alone when ca is None."""
         self.lines = []
+        tls = []
+        if TLS:
+            tls = ["--tls"] + (["--ca", cert(ca)] if ca else [])
         self.proc = spawn([GATEWAY, "--udp", "127.0.0.1:%d" % udp_port,
                            "--broker", "127.0.0.1:%d" % broker_port] +
-                          list(args), stdout=subprocess.DEVNULL,
+                          tls + list(args), stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True, bufsize=1)
         self.t = threading.Thread(target=self._read, daemon=True)
         self.t.start()
@@ -281,7 +333,8 @@ def test_up_down_term():
     for i in (0, 7, 19):
         subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(bport),
                         "-t", "gw/down/127.0.0.1:%d" % devs[i].getsockname()[1],
-                        "-m", "to device %d" % i], timeout=10, check=False)
+                        "-m", "to device %d" % i] + client_tls(), timeout=10,
+                       check=False)
     got = {}
     end = time.time() + 5
     while len(got) < 3 and time.time() < end:
@@ -474,24 +527,113 @@ def test_cli():
            "--udp", "--broker", "--topic", "--queue", "--client-id",
            "--tls", "--ca", "--stats", "-q",
            "gateway: up=N down=N queued=N dropped=N reconnects=N")))
-    r = subprocess.run([GATEWAY, "--udp", "127.0.0.1:%d" %
-                        free_port(socket.SOCK_DGRAM), "--broker",
-                        "127.0.0.1:1883", "--tls", "--ca", "/nonexistent"],
-                       capture_output=True, text=True, timeout=10)
-    ok("--tls --ca FILE reports that TLS is not built",
-       r.returncode != 0 and "TLS is not built" in r.stderr, r.stderr)
+    base = [GATEWAY, "--udp", "127.0.0.1:%d" % free_port(socket.SOCK_DGRAM),
+            "--broker", "127.0.0.1:1883"]
+    if HAVE_TLS:
+        print("ok - --tls without TLS built reports it # SKIP TLS is built "
+              "(tests/gateway_tls.sh tests --tls)")
+    else:
+        r = subprocess.run(base + ["--tls", "--ca", "/nonexistent"],
+                           capture_output=True, text=True, timeout=10)
+        ok("--tls --ca FILE reports that TLS is not built, exit 1",
+           r.returncode == 1 and "TLS is not built" in r.stderr, r.stderr)
+    r = subprocess.run(base + ["--ca", "/nonexistent"], capture_output=True,
+                       text=True, timeout=10)
+    ok("--ca without --tls is a usage error", r.returncode == 2)
     r = subprocess.run([GATEWAY, "--udp", "127.0.0.1:1"], capture_output=True,
                        text=True, timeout=10)
     ok("a missing --broker is a usage error", r.returncode == 2)
 
 
+def test_cli_tls():
+    base = [GATEWAY, "--udp", "127.0.0.1:%d" % free_port(socket.SOCK_DGRAM),
+            "--broker", "127.0.0.1:1883", "--tls", "--ca"]
+    r = subprocess.run(base + ["/nonexistent/ca.pem"], capture_output=True,
+                       text=True, timeout=10)
+    ok("--ca FILE that does not exist: its name and why, exit 2",
+       r.returncode == 2 and "/nonexistent/ca.pem: No such file" in r.stderr,
+       "rc %d %r" % (r.returncode, r.stderr))
+    junk = os.path.join(TMP, "junk.pem")
+    with open(junk, "w") as f:
+        f.write("not a certificate\n")
+    r = subprocess.run(base + [junk], capture_output=True, text=True,
+                       timeout=10)
+    ok("--ca FILE that holds no PEM certificate: said, exit 2",
+       r.returncode == 2 and "no PEM certificate" in r.stderr,
+       "rc %d %r" % (r.returncode, r.stderr))
+
+
+def test_unknown_ca():
+    """A CA that did not sign the broker's certificate (--ca other.pem), and
+    --tls alone (the system's CAs, which do not hold the test CA): no
+    session, the handshake retried with the back-off, nothing published."""
+    bport = free_port()
+    broker = Broker(bport, "b5")
+    broker.start()
+    sub = Sub(bport)
+    before = broker.connections()  # wait_port's and the subscriber's
+    gws = []
+    for ca in ("other.pem", None):
+        uport = free_port(socket.SOCK_DGRAM)
+        gw = Gateway(uport, bport, "--stats", "0.2", ca=ca)
+        gw.wait_stats(lambda st: True, 5)
+        dev = devices(1)[0]
+        for k in range(5):
+            dev.sendto(b"%d" % k, ("127.0.0.1", uport))
+        gws.append((gw, "--ca other.pem" if ca else "--tls alone"))
+    # Tries at 0, 0.1, 0.3, 0.7, 1.5 s: at least 4 each within 2.5 s.
+    end = time.time() + 5
+    while broker.connections() - before < 8 and time.time() < end:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    tries = broker.connections() - before
+    ok("unknown CA: the gateways keep retrying the handshake",
+       tries >= 8, "%d connections seen by the broker" % tries)
+    for gw, what in gws:
+        st = gw.wait_stats(lambda st: st[2] == 5, 2)
+        ok(what + ": nothing published, 5 queued, no session (reconnects 0)",
+           st == [0, 0, 5, 0, 0], repr(st))
+        why = [l for l in gw.lines if "unreachable" in l]
+        ok(what + ": the reason logged once",
+           len(why) == 1 and "TLS handshake" in why[0] and
+           "certificate verify failed" in why[0], repr(why))
+        rc, took, st, last = gw.term()
+        ok(what + ": SIGTERM exits 0 within 3 s, the stats line last",
+           rc == 0 and took < 3 and st is not None and st[2] == 5,
+           "rc %d %.2f s %r" % (rc, took, last))
+    time.sleep(0.2)
+    ok("unknown CA: mosquitto_sub got nothing", sub.msgs == [],
+       repr(sub.msgs[:3]))
+    sub.stop()
+    broker.kill()
+
+
+def make_certs():
+    global TLS
+    d = os.path.join(TMP, "certs")
+    os.mkdir(d)
+    r = subprocess.run(["sh", os.path.join(HERE, "tls_certs.sh"), d],
+                       timeout=60)
+    if r.returncode != 0:
+        with open(os.path.join(d, "certs.log")) as f:
+            raise RuntimeError("tests/tls_certs.sh failed: " + f.read())
+    TLS = d
+
+
 def main():
     try:
-        test_cli()
-        test_up_down_term()
-        test_restart()
-        test_overflow_and_term_without_broker()
-        test_silent_broker()
+        if "--tls" in sys.argv[1:]:
+            make_certs()
+            test_cli_tls()
+            test_up_down_term()
+            test_restart()
+            test_unknown_ca()
+        else:
+            test_cli()
+            test_up_down_term()
+            test_restart()
+            test_overflow_and_term_without_broker()
+            test_silent_broker()
     except Exception as e:  # a setup failure fails the test
         ok("setup", False, repr(e))
     finally:

@@ -1,6 +1,7 @@
 #!/bin/sh
 # gateway.sh: examples/gateway against a real mosquitto broker (see
-# tests/gateway.py for what is checked).
+# tests/gateway.py for what is checked; tests/gateway_tls.sh runs its TLS
+# cases).
 #
 #     EXAMPLES=BUILD/examples TOP_SRCDIR=SRC sh tests/gateway.sh
 #
