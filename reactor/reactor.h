@@ -131,10 +131,13 @@ USOCK__HIDDEN extern const struct usock__reactor_ops usock__reactor_ev;
 USOCK__HIDDEN extern const struct usock__reactor_ops usock__reactor_epoll;
 #endif
 
-/* The backend named by $USOCKET_REACTOR ("ev" or "poll"; default ev when
- * built with libev), or NULL with errno ENOTSUP for an unknown or unbuilt
- * name.  Read each time it is called. */
+/* The backend named by $USOCKET_REACTOR ("ev", "poll" or "epoll"; default
+ * epoll on Linux, else ev when built with libev, else poll), or NULL with
+ * errno ENOTSUP for an unknown or unbuilt name.  Read each time it is
+ * called.  _ev: the backend of a hub embedded in a libev loop (ev, unless
+ * the variable names another). */
 USOCK__HIDDEN const struct usock__reactor_ops *usock__reactor_pick(void);
+USOCK__HIDDEN const struct usock__reactor_ops *usock__reactor_pick_ev(void);
 
 /* Monotonic nanoseconds. */
 USOCK__HIDDEN int64_t usock__clock_ns(void);

@@ -110,9 +110,9 @@ int usock_hub_use_ev_loop(struct ev_loop *loop)
     if (usock__tls_hub) {
         return usock__fail(EBUSY);
     }
-    ops = usock__reactor_pick();
-    if (!ops || strcmp(ops->name, "ev") != 0) {
-        return usock__fail(ENOTSUP);
+    ops = usock__reactor_pick_ev();
+    if (!ops) {
+        return -1;
     }
     h = usock__hub_get();
     return h ? usock__hub_attach(h, ops, loop, usock__embed_tick, embed_busy)

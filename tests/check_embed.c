@@ -529,6 +529,11 @@ START_TEST(first_call_and_alive_count)
 END_TEST
 
 #ifdef HAVE_LIBEV
+static void mark_ran(void *arg)
+{
+    *(int *)arg = 1;
+}
+
 START_TEST(ev_loop_hub_is_ebusy)
 {
     struct ev_loop *loop = ev_loop_new(0);
@@ -540,6 +545,33 @@ START_TEST(ev_loop_hub_is_ebusy)
     errno = 0;
     ck_assert(usock_hub_timeout() == USOCK_NONE);
     ck_assert_int_eq(errno, EBUSY);
+}
+END_TEST
+#endif
+
+const char *usock__reactor_name(void); /* src/internal.h */
+
+#ifdef HAVE_LIBEV
+static void default_setup(void)
+{
+    unsetenv("USOCKET_REACTOR");
+}
+
+/* With USOCKET_REACTOR unset (the default: epoll on Linux), a daemon's
+ * libev loop still gets a hub on ev, and its tasks run from that loop. */
+START_TEST(ev_loop_with_default_reactor)
+{
+    struct ev_loop *loop = ev_loop_new(0);
+    int ran = 0;
+
+    ck_assert_ptr_nonnull(loop);
+    ck_assert_ok(usock_hub_use_ev_loop(loop));
+    ck_assert_str_eq(usock__reactor_name(), "ev");
+    ck_assert_int_gt(usock_spawn(mark_ran, &ran), 0);
+    for (int i = 0; i < 100 && !ran; i++) {
+        ev_run(loop, EVRUN_NOWAIT);
+    }
+    ck_assert_int_eq(ran, 1);
 }
 END_TEST
 #endif
@@ -565,8 +597,6 @@ static void ev_setup(void)
 #endif
 
 #ifdef HAVE_EPOLL
-const char *usock__reactor_name(void); /* src/internal.h */
-
 static void epoll_setup(void)
 {
     setenv("USOCKET_REACTOR", "epoll", 1);
@@ -774,6 +804,13 @@ static Suite *embed_suite(void)
     tcase_add_test(tc, epoll_refuses_ev_loop);
 #endif
     tcase_set_timeout(tc, 60);
+    suite_add_tcase(s, tc);
+#endif
+#ifdef HAVE_LIBEV
+    tc = tcase_create("default");
+    tcase_add_checked_fixture(tc, default_setup, NULL);
+    tcase_add_test(tc, ev_loop_with_default_reactor);
+    tcase_set_timeout(tc, 10);
     suite_add_tcase(s, tc);
 #endif
     tc = tcase_create("driven:poll");

@@ -1018,7 +1018,9 @@ static void add_foreign_tests(TCase *tc)
 
 START_TEST(pick_follows_environment)
 {
-#ifdef HAVE_LIBEV
+#if defined(HAVE_EPOLL)
+    const struct usock__reactor_ops *dflt = &usock__reactor_epoll;
+#elif defined(HAVE_LIBEV)
     const struct usock__reactor_ops *dflt = &usock__reactor_ev;
 #else
     const struct usock__reactor_ops *dflt = &usock__reactor_poll;
@@ -1026,6 +1028,20 @@ START_TEST(pick_follows_environment)
 
     unsetenv("USOCKET_REACTOR");
     ck_assert_ptr_eq(usock__reactor_pick(), dflt);
+    /* A hub in a daemon's libev loop runs on ev whatever the default. */
+    errno = 0;
+#ifdef HAVE_LIBEV
+    ck_assert_ptr_eq(usock__reactor_pick_ev(), &usock__reactor_ev);
+    setenv("USOCKET_REACTOR", "ev", 1);
+    ck_assert_ptr_eq(usock__reactor_pick_ev(), &usock__reactor_ev);
+    setenv("USOCKET_REACTOR", "epoll", 1);
+    ck_assert_ptr_null(usock__reactor_pick_ev());
+    ck_assert_int_eq(errno, ENOTSUP);
+    unsetenv("USOCKET_REACTOR");
+#else
+    ck_assert_ptr_null(usock__reactor_pick_ev());
+    ck_assert_int_eq(errno, ENOTSUP);
+#endif
     setenv("USOCKET_REACTOR", "", 1);
     ck_assert_ptr_eq(usock__reactor_pick(), dflt);
     setenv("USOCKET_REACTOR", "poll", 1);
