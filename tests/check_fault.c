@@ -302,6 +302,11 @@ END_TEST
 /* ---- libev's allocations go through a non-aborting allocator ------------ */
 
 #ifdef HAVE_LIBEV
+static void ev_only_setup(void)
+{
+    setenv("USOCKET_REACTOR", "ev", 1); /* not the default on Linux */
+}
+
 START_TEST(ev_alloc_no_abort)
 {
     usock_t *a, *b;
@@ -1130,6 +1135,7 @@ static Suite *fault_suite(void)
     suite_add_tcase(s, tc);
 #ifdef HAVE_LIBEV
     tc = tcase_create("fault:ev-only");
+    tcase_add_checked_fixture(tc, ev_only_setup, NULL);
     tcase_add_test(tc, ev_alloc_no_abort);
     suite_add_tcase(s, tc);
 #endif
