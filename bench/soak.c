@@ -1,24 +1,29 @@
 /*
- * soak: the scenarios of `make soak` (RELIABILITY.md L01, L02, L04, L07).
+ * soak: the scenarios of `make soak` (RELIABILITY.md L01, L02, L04, L07,
+ * L08, L09).
  *
- *   soak l01|l02|l04|l07
+ *   soak l01|l02|l04|l07|l08|l09
  *
  * L01, L02 and L07 fork a usocket echo server (one thread, one task per
  * connection, in its own process) and drive it from this process with a
  * plain epoll client; the server's RSS, fd count and CPU time are read
  * from /proc/PID.  L04 runs in one process: a sender task and the
- * receiving main context on one hub, over loopback TCP.  Every client
+ * receiving main context on one hub, over loopback TCP.  L08 runs 10^6
+ * sleeping tasks on one hub; L09 10,000 usocket connections whose peers (a
+ * forked plain process) never read.  Every client
  * socket is closed with SO_LINGER {1, 0} (a reset), so no TIME_WAIT is
  * left on the ephemeral ports.  One line per scenario; exit 0 when its
  * criterion holds, 1 when not, 77 when it cannot run here.  Sizes can be
  * scaled down for a quick try: SOAK_L01_CONNS, SOAK_L01_SECONDS,
- * SOAK_L02_CYCLES, SOAK_L07_CONNS, SOAK_L04_BYTES; SOAK_P99_MS (10).
+ * SOAK_L02_CYCLES, SOAK_L07_CONNS, SOAK_L04_BYTES, SOAK_L08_TASKS,
+ * SOAK_L08_SECONDS, SOAK_L09_CONNS, SOAK_L09_TIMEOUT; SOAK_P99_MS (10).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
@@ -27,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -683,6 +689,240 @@ static int l04(void)
 }
 #endif
 
+/* ------------------------------------------------------------------ */
+/* L08: 10^6 tasks sleep a random 0-10 s (one thread, one hub).          */
+
+static double *l08_dur, *l08_t0, *l08_wake, *l08_started;
+static int *l08_seq, *l08_woken;
+static long l08_n, l08_nstarted, l08_nwoken, l08_failed, l08_rss_peak;
+
+static void l08_task(void *arg)
+{
+    long i = (long)(intptr_t)arg, seq = l08_nstarted++;
+    double t0 = usock_now();
+
+    l08_seq[i] = (int)seq;
+    l08_started[seq] = t0;
+    l08_t0[i] = t0;
+    if (l08_nstarted == l08_n) {
+        l08_rss_peak = proc_kib((int)getpid(), "VmRSS");
+    }
+    if (usock_sleep(l08_dur[i]) != 0) {
+        l08_failed++;
+    }
+    l08_wake[i] = usock_now();
+    l08_woken[l08_nwoken++] = (int)i;
+}
+
+static int l08(void)
+{
+    long n = envl("SOAK_L08_TASKS", 1000000);
+    double span = (double)envl("SOAK_L08_SECONDS", 10);
+    size_t d = sizeof(double), k = sizeof(int);
+    l08_n = n;
+    l08_dur = malloc((size_t)n * d);
+    l08_t0 = malloc((size_t)n * d);
+    l08_wake = malloc((size_t)n * d);
+    l08_started = malloc((size_t)(n + 1) * d);
+    l08_seq = malloc((size_t)n * k);
+    l08_woken = malloc((size_t)n * k);
+    if (!l08_dur || !l08_t0 || !l08_wake || !l08_started || !l08_seq ||
+        !l08_woken) {
+        printf("SKIP: L08: no memory for the records of %ld tasks\n", n);
+        return 77;
+    }
+    uint64_t r = 0x2545f4914f6cdd1dULL;
+    for (long i = 0; i < n; i++) {
+        r ^= r << 13;
+        r ^= r >> 7;
+        r ^= r << 17;
+        l08_dur[i] = span * (double)(r >> 11) / 9007199254740992.0;
+    }
+    long rss0 = proc_kib((int)getpid(), "VmRSS");
+    int64_t t0 = now_ns();
+    long spawned = 0;
+    for (; spawned < n; spawned++) {
+        if (usock_spawn(l08_task, (void *)(intptr_t)spawned) <= 0) {
+            break;
+        }
+    }
+    if (spawned < n) {
+        /* Report what the machine holds, then let those run. */
+        printf("L08: spawn %ld failed: %s; running %ld tasks\n", spawned + 1,
+               strerror(errno), spawned);
+        l08_n = n = spawned;
+    }
+    usock_run();
+    double secs = (double)(now_ns() - t0) / 1e9;
+    /* As tests/check_load.c: a task's deadline, read by the library inside
+     * usock_sleep, lies in [t0_i + d_i, t0_next + d_i]. */
+    long early = 0, bad = 0;
+    double maxlo = -1, late = 0;
+    l08_started[n] = 1e300;
+    for (long j = 0; j < l08_nwoken; j++) {
+        int i = l08_woken[j];
+        double lo = l08_t0[i] + l08_dur[i];
+        double hi = l08_started[l08_seq[i] + 1] + l08_dur[i];
+        early += l08_wake[i] < lo - 1e-9;
+        late = l08_wake[i] - lo > late ? l08_wake[i] - lo : late;
+        bad += hi < maxlo;
+        maxlo = lo > maxlo ? lo : maxlo;
+    }
+    int ok = spawned == envl("SOAK_L08_TASKS", 1000000) && l08_failed == 0 &&
+             l08_nwoken == n && early == 0 && bad == 0;
+    printf("L08 tasks=%ld sleep_s=0-%.0f secs=%.1f fired=%ld failed=%ld "
+           "early=%ld out_of_order=%ld max_late_ms=%.1f rss_base_kib=%ld "
+           "rss_peak_kib=%ld per_task_kib=%.2f %s\n",
+           n, span, secs, l08_nwoken, l08_failed, early, bad, late * 1e3,
+           rss0, l08_rss_peak,
+           n ? (double)(l08_rss_peak - rss0) / (double)n : 0.0,
+           ok ? "PASS" : "FAIL");
+    return ok ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------ */
+/* L09: 10k connections whose peers never read each send 1 MiB with a    */
+/* 5 s timeout.  The peers are a forked plain process that accepts and   */
+/* holds them (so each process needs 10k fds, not 20k).                  */
+
+#define L09_BYTES (1 << 20)
+
+struct l09 {
+    usock_t *c;
+    ssize_t rc;
+    int err;
+    double took;
+};
+
+static unsigned char l09_src[L09_BYTES];
+static long l09_rss_mid;
+
+static void l09_task(void *arg)
+{
+    struct l09 *x = arg;
+    double t0 = usock_now();
+    errno = 0;
+    x->rc = usock_write(x->c, l09_src, L09_BYTES);
+    x->err = errno;
+    x->took = usock_now() - t0;
+}
+
+static void l09_probe(void *arg)
+{
+    usock_sleep(*(const double *)arg / 2);
+    l09_rss_mid = proc_kib((int)getpid(), "VmRSS");
+}
+
+static int l09(void)
+{
+    long n = envl("SOAK_L09_CONNS", 10000);
+    double timeout = (double)envl("SOAK_L09_TIMEOUT", 5);
+    int p[2], port = -1, one = 1, small = 16384;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)n + 64 > rl.rlim_cur) {
+        long can = (long)rl.rlim_cur - 64;
+        printf("L09: RLIMIT_NOFILE %ld holds %ld connections per process, "
+               "not %ld\n", (long)rl.rlim_cur, can, n);
+        n = can;
+    }
+    if (pipe(p) != 0) {
+        return 1;
+    }
+    pid_t parent = getpid();
+    server_pid = fork();
+    if (server_pid == 0) {
+        /* The peers: accept everything, never read. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(1);
+        }
+        int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_in a = {.sin_family = AF_INET,
+                                .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof a;
+        setsockopt(l, SOL_SOCKET, SO_RCVBUF, &small, sizeof small);
+        if (l < 0 || bind(l, (struct sockaddr *)&a, sizeof a) != 0 ||
+            listen(l, 4096) != 0 ||
+            getsockname(l, (struct sockaddr *)&a, &len) != 0) {
+            _exit(1);
+        }
+        port = ntohs(a.sin_port);
+        if (write(p[1], &port, sizeof port) != (ssize_t)sizeof port) {
+            _exit(1);
+        }
+        for (;;) {
+            if (accept4(l, NULL, NULL, SOCK_CLOEXEC) < 0 && errno != EINTR) {
+                usleep(1000);
+            }
+        }
+    }
+    close(p[1]);
+    if (server_pid < 0 || read(p[0], &port, sizeof port) != (ssize_t)sizeof port) {
+        printf("L09: the peer process did not start\n");
+        stop_server();
+        return 1;
+    }
+    close(p[0]);
+    struct l09 *x = calloc((size_t)n, sizeof *x);
+    usock_addr_t a;
+    long errors = 0;
+    if (!x || usock_addr_ip(&a, "127.0.0.1", port) != 0) {
+        stop_server();
+        return 1;
+    }
+    for (long i = 0; i < n; i++) {
+        x[i].c = usock_socket(AF_INET, SOCK_STREAM, 0);
+        if (!x[i].c ||
+            usock_setsockopt_int(x[i].c, SOL_SOCKET, SO_SNDBUF, small) != 0 ||
+            usock_settimeout(x[i].c, 10.0) != 0 ||
+            usock_connect(x[i].c, &a) != 0) {
+            printf("L09: connection %ld: %s\n", i, strerror(errno));
+            stop_server();
+            return 1;
+        }
+        usock_setsockopt_int(x[i].c, IPPROTO_TCP, TCP_NODELAY, one);
+    }
+    memset(l09_src, 'x', sizeof l09_src);
+    long rss0 = proc_kib((int)getpid(), "VmRSS");
+    for (long i = 0; i < n; i++) {
+        usock_settimeout(x[i].c, timeout);
+        if (usock_spawn(l09_task, &x[i]) <= 0) {
+            errors++;
+        }
+    }
+    usock_spawn(l09_probe, &timeout);
+    int64_t t0 = now_ns();
+    usock_run();
+    double secs = (double)(now_ns() - t0) / 1e9;
+    long not_timedout = 0, bad_count = 0;
+    double bytes = 0, least = 1e9, most = 0;
+    for (long i = 0; i < n; i++) {
+        int out = 0;
+        ioctl(usock_fileno(x[i].c), SIOCOUTQ, &out);
+        not_timedout += x[i].err != ETIMEDOUT || x[i].rc <= 0 ||
+                        x[i].rc >= L09_BYTES;
+        /* What went out and is not in our queue was delivered to the
+         * peer's kernel: at least the unacked part is ours. */
+        bad_count += x[i].rc < out;
+        bytes += x[i].rc > 0 ? (double)x[i].rc : 0;
+        least = x[i].took < least ? x[i].took : least;
+        most = x[i].took > most ? x[i].took : most;
+        usock_close(x[i].c);
+    }
+    stop_server();
+    long cap_kib = 64; /* the read buffer's bound, per connection */
+    int ok = errors == 0 && not_timedout == 0 && bad_count == 0 &&
+             least >= timeout - 1e-6 && most <= timeout + 1.0 &&
+             l09_rss_mid - rss0 <= n * cap_kib;
+    printf("L09 conns=%ld bytes_each=%d timeout_s=%.0f secs=%.1f "
+           "not_etimedout=%ld mean_sent_kib=%.1f took_s=%.3f-%.3f "
+           "rss_base_kib=%ld rss_waiting_kib=%ld limit_kib=%ld %s\n",
+           n, L09_BYTES, timeout, secs, not_timedout, bytes / 1024.0 / (double)n,
+           least, most, rss0, l09_rss_mid, n * cap_kib, ok ? "PASS" : "FAIL");
+    free(x);
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -699,6 +939,12 @@ int main(int argc, char **argv)
     if (argc == 2 && strcmp(argv[1], "l07") == 0) {
         return l07();
     }
-    fprintf(stderr, "usage: soak l01|l02|l04|l07\n");
+    if (argc == 2 && strcmp(argv[1], "l08") == 0) {
+        return l08();
+    }
+    if (argc == 2 && strcmp(argv[1], "l09") == 0) {
+        return l09();
+    }
+    fprintf(stderr, "usage: soak l01|l02|l04|l07|l08|l09\n");
     return 2;
 }

@@ -49,6 +49,8 @@ struct usock {
                                      the last stream recv was short, or
                                      the last datagram had to be waited
                                      for */
+    unsigned char burst;          /* reads in a row that found data
+                                     without waiting (io.c RECV_BURST) */
     struct usock__tls *tls;       /* TLS state (tls.c), or NULL: plain */
 };
 _Static_assert(offsetof(struct usock, io) + sizeof(struct usock__io) <= 64,

@@ -103,6 +103,33 @@ int usock_sendall(usock_t *s, const void *buf, size_t n)
     return (r >= 0 && (size_t)r == n) ? 0 : -1;
 }
 
+/* Reads in a row that find data without waiting, after which the reader
+ * gives the thread's other tasks, its timers and its reactor a turn
+ * (libuv reads at most 32 datagrams per readiness): a peer that sends
+ * faster than we read must not starve the thread (RELIABILITY.md L05,
+ * L06). */
+#define RECV_BURST 32
+
+/* That turn: a timer-only wait due at once, holding s's read slot so that
+ * a close or a cancel still reaches us; it ends at the hub's next pass.
+ * Not for a non-blocking socket, nor on a thread with no other task.  0,
+ * or -1 with errno (ECANCELED, EBADF). */
+static int recv_turn(struct usock *s, int64_t *dl)
+{
+    const struct usock_hub *h = usock__tls_hub;
+
+    s->burst = 0;
+    if (s->timeout == 0 || !h || !h->has_reactor) {
+        return 0;
+    }
+    /* A deadline that passed meanwhile still gets its one try. */
+    if (usock__backoff(s, USOCK__IN, dl, usock__clock_ns()) < 0 &&
+        errno != ETIMEDOUT) {
+        return -1;
+    }
+    return 0;
+}
+
 ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
                     int64_t *dl)
 {
@@ -124,6 +151,11 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
         if (usock__wait(s, USOCK__IN, dl) < 0 && errno != ETIMEDOUT) {
             return -1;
         }
+    }
+    if (waited) {
+        s->burst = 0;
+    } else if (unlikely(++s->burst >= RECV_BURST) && recv_turn(s, dl) < 0) {
+        return -1;
     }
     for (;;) {
         ssize_t r;
@@ -155,6 +187,7 @@ ssize_t usock__recv(struct usock *s, void *buf, size_t n, usock_addr_t *from,
             return -1;
         }
         waited = 1;
+        s->burst = 0;
         if (usock__wait(s, USOCK__IN, dl) < 0) {
             return -1;
         }
