@@ -14,6 +14,8 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -415,6 +417,8 @@ START_TEST(send_unconnected_no_sigpipe)
 }
 END_TEST
 
+/* F02: a reset with nothing queued; recv reports it (ECONNRESET, once), so
+ * every send after it fails EPIPE, exactly, and raises no SIGPIPE. */
 START_TEST(send_after_reset_no_sigpipe)
 {
     struct linger lg = {1, 0};
@@ -426,11 +430,94 @@ START_TEST(send_after_reset_no_sigpipe)
     ck_assert_ok(usock_close(s));
     ck_assert_ok(usock_sleep(0.05));
     usock_setdeadline(usock_now() + 2.0);
-    errno = 0;
-    ck_assert_int_eq(usock_recv(c, buf, sizeof buf), -1);
-    ck_assert_str_eq(test_errname(errno), "ECONNRESET");
-    assert_send_fails(c, EPIPE, ECONNRESET);
-    assert_send_fails(c, EPIPE, ECONNRESET);
+    ck_assert_errno(usock_recv(c, buf, sizeof buf), ECONNRESET);
+    assert_send_fails(c, EPIPE, EPIPE);
+    assert_send_fails(c, EPIPE, EPIPE);
+}
+END_TEST
+
+/* ---- F01: reset during a sendall of 10 MB ------------------------------- */
+
+/* Bytes the peer holds unread (s) and bytes not yet acknowledged (c). */
+static void queued(usock_t *c, usock_t *s, long *inq, long *outq)
+{
+    int in = 0, out = 0;
+
+    ck_assert_ok(ioctl(usock_fileno(s), SIOCINQ, &in));
+    ck_assert_ok(ioctl(usock_fileno(c), SIOCOUTQ, &out));
+    *inq = in;
+    *outq = out;
+}
+
+/*
+ * The peer never reads, so the sender's task blocks with part of the 10 MB
+ * in the kernel's buffers; then the peer closes with SO_LINGER {1, 0}: a RST
+ * and no FIN.  Our established socket takes the RST as ECONNRESET, which
+ * the next send(2) reports, once; every send after it fails EPIPE (the
+ * socket is shut down both ways).  EPIPE could come first only if the peer
+ * had sent a FIN before its RST (a reset in CLOSE_WAIT is EPIPE) or if
+ * something read SO_ERROR in between: neither happens here, so the
+ * sequence is exact.  usock_sendall reports no count (usock_send(3)); its
+ * twin usock_write does: at least what the peer had received, at most that
+ * plus what our side still held unacknowledged when the reset came.
+ */
+static void reset_during(enum test_op_kind kind)
+{
+    size_t n = 10u << 20;
+    char *data = malloc(n);
+    struct linger lg = {1, 0};
+    struct test_op op = {.kind = kind, .n = n};
+    long inq = -1, outq = -1, in1, out1;
+    usock_t *c, *s;
+
+    ck_assert_ptr_nonnull(data);
+    memset(data, 'x', n);
+    op.out = data;
+    test_pair(&c, &s);
+    op.s = c;
+    test_spawn_op(&op);
+    /* Until the queues stop moving: the task waits for room. */
+    for (int i = 0; i < 250; i++) {
+        ck_assert_ok(usock_sleep(0.02));
+        queued(c, s, &in1, &out1);
+        if (in1 == inq && out1 == outq && in1 > 0) {
+            break;
+        }
+        inq = in1;
+        outq = out1;
+    }
+    ck_assert_msg(!op.done, "the sendall finished: %ld B queued", inq + outq);
+    ck_assert_int_gt(inq, 0);
+    ck_assert_int_lt(inq + outq, (long)n);
+    ck_assert_ok(usock_setsockopt(s, SOL_SOCKET, SO_LINGER, &lg, sizeof lg));
+    ck_assert_ok(usock_close(s));
+    test_wait_op(&op, 1.0);
+    ck_assert_msg(op.err == ECONNRESET, "%s: %s after %zd B",
+                  kind == TEST_WRITE ? "write" : "sendall",
+                  test_errname(op.err), op.rc);
+    if (kind == TEST_WRITE) {
+        ck_assert_msg(op.rc >= inq && op.rc <= inq + outq,
+                      "write reported %zd B; the peer had %ld, %ld more "
+                      "unacknowledged",
+                      op.rc, inq, outq);
+        ck_assert_int_lt(op.rc, (ssize_t)n);
+    } else {
+        ck_assert_int_eq(op.rc, -1);
+    }
+    usock_setdeadline(usock_now() + 2.0);
+    assert_send_fails(c, EPIPE, EPIPE);
+    free(data);
+}
+
+START_TEST(reset_during_sendall)
+{
+    reset_during(TEST_SENDALL);
+}
+END_TEST
+
+START_TEST(reset_during_write)
+{
+    reset_during(TEST_WRITE);
 }
 END_TEST
 
@@ -1230,6 +1317,8 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, unconnected);
     tcase_add_test(tc, send_unconnected_no_sigpipe);
     tcase_add_test(tc, send_after_reset_no_sigpipe);
+    tcase_add_test(tc, reset_during_sendall);
+    tcase_add_test(tc, reset_during_write);
     tcase_add_test(tc, shutdown_wr_then_send);
     tcase_add_test(tc, peer_half_close);
     tcase_add_test(tc, zero_size_io);
