@@ -222,6 +222,15 @@ END_TEST
 
 /* ---- connect ------------------------------------------------------------ */
 
+/* F05 and T09: refused in < 50 ms (times the multiplier, without the
+ * TEST_SLACK of ck_assert_duration), blocking or with a 10 s timeout. */
+static void assert_refused_quickly(double t0)
+{
+    double el = usock_now() - t0;
+
+    ck_assert_msg(el < 0.05 * test_mult(), "refused after %.6f s", el);
+}
+
 START_TEST(connect_refused)
 {
     usock_addr_t a;
@@ -232,14 +241,14 @@ START_TEST(connect_refused)
     s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
     t0 = usock_now();
     ck_assert_errno(usock_connect(s, &a), ECONNREFUSED);
-    ck_assert_duration(t0, 0, 0.2);
+    assert_refused_quickly(t0);
     ck_assert_ok(usock_close(s));
 
     s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
     ck_assert_ok(usock_settimeout(s, 10.0));
     t0 = usock_now();
     ck_assert_errno(usock_connect(s, &a), ECONNREFUSED);
-    ck_assert_duration(t0, 0, 0.2);
+    assert_refused_quickly(t0);
     ck_assert_ok(usock_close(s));
 
     s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
@@ -270,15 +279,13 @@ START_TEST(connect_refused_timeout0)
     closed_port(AF_INET, &a);
     s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
     ck_assert_ok(usock_settimeout(s, 0));
-    errno = 0;
-    ck_assert_int_eq(usock_connect(s, &a), -1);
-    if (errno == EINPROGRESS) {
-        ck_assert_ok(usock_sleep(0.1));
-        ck_assert_ok(usock_getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len));
-        ck_assert_str_eq(test_errname(err), "ECONNREFUSED");
-    } else {
-        ck_assert_str_eq(test_errname(errno), "ECONNREFUSED");
-    }
+    /* F05: a non-blocking connect(2) on Linux loopback reports the
+     * refusal later, never at once (the RST is processed after the call
+     * has decided): EINPROGRESS, then SO_ERROR. */
+    ck_assert_errno(usock_connect(s, &a), EINPROGRESS);
+    ck_assert_ok(usock_sleep(0.1));
+    ck_assert_ok(usock_getsockopt(s, SOL_SOCKET, SO_ERROR, &err, &len));
+    ck_assert_str_eq(test_errname(err), "ECONNREFUSED");
 }
 END_TEST
 
@@ -413,7 +420,8 @@ START_TEST(send_unconnected_no_sigpipe)
     usock_t *s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
 
     usock_setdeadline(usock_now() + 2.0);
-    assert_send_fails(s, EPIPE, ENOTCONN);
+    /* B09: the kernel's EPIPE (and SIGPIPE) is ENOTCONN here, exactly. */
+    assert_send_fails(s, ENOTCONN, ENOTCONN);
     /* Still alive although SIGPIPE is at SIG_DFL. */
 }
 END_TEST
