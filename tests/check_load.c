@@ -38,7 +38,7 @@
 #endif
 #endif
 #ifdef LOAD_ASAN
-#include <sanitizer/allocator_interface.h>
+void __sanitizer_purge_allocator(void); /* <sanitizer/allocator_interface.h>, not installed by Debian gcc */
 #endif
 
 /* The most one socket's own read buffer holds (src/stream.c RB_MAX,
