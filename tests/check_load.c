@@ -288,8 +288,15 @@ START_TEST(l02_churn)
            mem_name(), (mem1 - mem0) / MIB);
     ck_assert_int_eq(fd0, fd_start);
     ck_assert_int_eq(fd1, fd_start);
+#ifdef LOAD_ASAN
+    /* ASan's quarantine keeps freed blocks (up to 256 MiB) out of reuse:
+     * RSS growth says nothing here; the fd count above still holds. */
+    printf("L02 [%s]: RSS bound not checked under ASan (quarantine)\n",
+           reactor());
+#else
     ck_assert_msg(mem1 - mem0 < 1024 * 1024, "%s grew by %ld bytes",
                   mem_name(), mem1 - mem0);
+#endif
     ck_assert_ok((usock_close)(c.l));
 }
 END_TEST
