@@ -82,6 +82,21 @@ void usock__inbox_drop(struct usock_hub *h)
  * happens under the lock, so the thread cannot destroy its reactor
  * meanwhile (hub_destroy marks the hub dead under the lock first).
  */
+/* Under h's lock: one job of h ends; 1 when it was the last thing keeping
+ * a dead hub (its thread gone) alive, which the caller then frees with
+ * free_dead() after unlocking. */
+static int job_end(struct usock_hub *h)
+{
+    h->jobs--;
+    return h->dead == 2 && h->jobs == 0;
+}
+
+static void free_dead(struct usock_hub *h)
+{
+    pthread_mutex_destroy(&h->lock);
+    free(h);
+}
+
 static int hub_put(struct usock_hub *h, void (*fn)(void *), void *arg,
                    int job)
 {
@@ -101,13 +116,11 @@ static int hub_put(struct usock_hub *h, void (*fn)(void *), void *arg,
         h->reactor.ops->wakeup(&h->reactor);
     }
     if (job && e != ENOMEM) {
-        h->jobs--;
-        last = h->dead == 2 && h->jobs == 0;
+        last = job_end(h);
     }
     pthread_mutex_unlock(&h->lock);
     if (last) {
-        pthread_mutex_destroy(&h->lock);
-        free(h);
+        free_dead(h);
     }
     if (e) {
         free(it);
@@ -132,12 +145,10 @@ void usock__hub_release(struct usock_hub *h)
     int last;
 
     pthread_mutex_lock(&h->lock);
-    h->jobs--;
-    last = h->dead == 2 && h->jobs == 0;
+    last = job_end(h);
     pthread_mutex_unlock(&h->lock);
     if (last) {
-        pthread_mutex_destroy(&h->lock);
-        free(h);
+        free_dead(h);
     }
 }
 
