@@ -336,11 +336,17 @@ static void fork_parent(void)
     usock__resolve_fork(1);
 }
 
+unsigned usock__fork_gen;
+
 static void fork_child(void)
 {
     struct usock_hub *h = usock__tls_hub;
 
+    /* Every other thread's hub is now foreign: posts to it fail ESHUTDOWN
+     * and its lock is never taken.  This thread's stays ours. */
+    __atomic_store_n(&usock__fork_gen, usock__fork_gen + 1, __ATOMIC_RELAXED);
     if (h) {
+        h->fork_gen = usock__fork_gen;
         pthread_mutex_unlock(&h->lock);
     }
     usock__task_ids_lock(0);
@@ -415,6 +421,7 @@ struct usock_hub *usock__hub_get(void)
         return NULL;
     }
     usock__heap_init(&h->timers);
+    h->fork_gen = usock__fork_gen;
     h->main.hub = h;
     h->main.deadline = USOCK__NEVER;
     h->main.id = usock__task_id(h);

@@ -121,7 +121,19 @@ struct usock_hub {
      * of which [.., id_next) were issued; serial names the hub there. */
     int id_next, id_end, id_grab;
     unsigned serial;
+    unsigned fork_gen;                /* usock__fork_gen when made */
 };
+
+/* Forks seen by this process (the child handler counts them).  A hub
+ * whose fork_gen is older belongs to a thread of an ancestor process: that
+ * thread does not exist here, and the fork may have caught its lock held,
+ * so the inbox never touches such a hub (usock__hub_foreign). */
+USOCK__HIDDEN extern unsigned usock__fork_gen;
+static inline int usock__hub_foreign(const struct usock_hub *h)
+{
+    return unlikely(h->fork_gen != __atomic_load_n(&usock__fork_gen,
+                                                   __ATOMIC_RELAXED));
+}
 
 /* This thread's hub, if it exists (never creates one). */
 USOCK__HIDDEN extern __thread struct usock_hub *usock__tls_hub

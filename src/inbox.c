@@ -100,9 +100,14 @@ static void free_dead(struct usock_hub *h)
 static int hub_put(struct usock_hub *h, void (*fn)(void *), void *arg,
                    int job)
 {
-    struct usock__inbox_item *it = usock__malloc(sizeof(*it));
+    struct usock__inbox_item *it;
     int e = 0, last = 0;
 
+    if (usock__hub_foreign(h)) {
+        errno = ESHUTDOWN; /* its thread is in the parent only */
+        return -1;
+    }
+    it = usock__malloc(sizeof(*it));
     pthread_mutex_lock(&h->lock);
     if (h->dead) {
         e = ESHUTDOWN;
@@ -144,6 +149,9 @@ void usock__hub_release(struct usock_hub *h)
 {
     int last;
 
+    if (usock__hub_foreign(h)) {
+        return; /* the parent's thread owns it (a socket inherited) */
+    }
     pthread_mutex_lock(&h->lock);
     last = job_end(h);
     pthread_mutex_unlock(&h->lock);
@@ -154,6 +162,9 @@ void usock__hub_release(struct usock_hub *h)
 
 void usock__hub_job_start(struct usock_hub *h)
 {
+    if (usock__hub_foreign(h)) {
+        return;
+    }
     pthread_mutex_lock(&h->lock);
     h->jobs++;
     pthread_mutex_unlock(&h->lock);
@@ -161,6 +172,9 @@ void usock__hub_job_start(struct usock_hub *h)
 
 void usock__hub_job_cancel(struct usock_hub *h)
 {
+    if (usock__hub_foreign(h)) {
+        return;
+    }
     pthread_mutex_lock(&h->lock);
     h->jobs--;
     pthread_mutex_unlock(&h->lock);
