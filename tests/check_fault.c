@@ -301,6 +301,72 @@ START_TEST(no_pthread_key)
 }
 END_TEST
 
+/* ---- pthread_setspecific failing: the hub is refused --------------------- */
+
+/*
+ * glibc keeps the values of keys 32 and up in second-level blocks of 32
+ * entries of 16 bytes, allocated by pthread_setspecific with calloc on a
+ * thread's first value there: that calloc failing is its ENOMEM.  The
+ * program's own calloc replaces libc's (glibc allows it), failing that one
+ * call on demand.  Not under sanitizers, whose calloc it would replace.
+ */
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#define FAULT_CALLOC 1
+void *__libc_calloc(size_t n, size_t size);
+static volatile int fail_key_block;
+
+__attribute__((visibility("default"))) void *calloc(size_t n, size_t size)
+{
+    if (fail_key_block && n == 32 && size == 2 * sizeof(void *)) {
+        fail_key_block = 0;
+        errno = ENOMEM;
+        return NULL;
+    }
+    return __libc_calloc(n, size);
+}
+
+/* On a new thread, whose second-level blocks are all still unallocated
+ * (the main thread's may not be: keys made and deleted before). */
+static void *setspecific_thread(void *arg)
+{
+    int *res = arg;
+
+    fail_key_block = 1;
+    res[0] = usock_spawn(nothing, NULL);
+    res[1] = errno;
+    res[2] = fail_key_block;
+    res[3] = usock__tls_hub != NULL;
+    res[4] = usock_spawn(nothing, NULL); /* memory is back */
+    res[5] = usock_hub_self() != NULL;
+    res[6] = usock_run();
+    return NULL;
+}
+
+START_TEST(setspecific_enomem)
+{
+    pthread_key_t k;
+    pthread_t th;
+    int res[7] = {0};
+
+    /* The hub's key comes after these: 40 or higher. */
+    for (int i = 0; i < 40; i++) {
+        ck_assert_int_eq(pthread_key_create(&k, NULL), 0);
+    }
+    ck_assert_int_eq(pthread_create(&th, NULL, setspecific_thread, res), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    ck_assert_msg(res[2] == 0, "pthread_setspecific never asked for its "
+                               "block: the hub's key is below 32");
+    ck_assert_msg(res[0] == -1 && res[1] == ENOMEM,
+                  "spawn with pthread_setspecific failing: %d %s", res[0],
+                  test_errname(res[1]));
+    ck_assert_int_eq(res[3], 0); /* no hub made without its clean-up */
+    ck_assert_int_gt(res[4], 0);
+    ck_assert_int_eq(res[5], 1);
+    ck_assert_int_eq(res[6], 0);
+}
+END_TEST
+#endif
+
 /* ---- libev's allocations go through a non-aborting allocator ------------ */
 
 #ifdef HAVE_LIBEV
@@ -1399,6 +1465,12 @@ static Suite *fault_suite(void)
     add_reactor_tcases(s, "fault", add_fault, 30);
     tc = tcase_create("fault:plain");
     tcase_add_test(tc, no_pthread_key);
+#ifdef FAULT_CALLOC
+    tcase_add_test(tc, setspecific_enomem);
+#else
+    test_skip("fault:setspecific_enomem",
+              "replacing calloc would replace the sanitizer's");
+#endif
     tcase_add_test(tc, fixture_catches_leaks);
     suite_add_tcase(s, tc);
 #ifdef HAVE_LIBEV

@@ -8,8 +8,10 @@
 #include <dirent.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 #include <usocket.h>
@@ -1009,11 +1011,127 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, threads_own_hubs);
 }
 
+/* ---- F16: a task overflowing its stack; spawning past memory ------------ */
+
+/* Recursion with no end: each frame keeps 1 KiB live, so the compiler can
+ * neither drop the frames nor turn the call into a loop. */
+static volatile int bottom; /* never set: the recursion's only way out */
+
+static unsigned bottomless(volatile unsigned char *prev)
+{
+    volatile unsigned char frame[1024];
+
+    if (bottom) {
+        return 0;
+    }
+    frame[0] = (unsigned char)(prev ? prev[0] + 1 : 1);
+    frame[sizeof frame - 1] = frame[0];
+    return bottomless(frame) + frame[sizeof frame - 1];
+}
+
+static void overflow_task(void *arg)
+{
+    (void)arg;
+    counter = (int)bottomless(NULL);
+}
+
+/* F16: a spawned task that recurses without end dies on its guard page
+ * with SIGSEGV (usocket installs no handler: usocket(7) "Stack
+ * overflow"), never corrupting a neighbour and carrying on. */
+START_TEST(task_overflow_sigsegv)
+{
+    /* Sanitizers catch SIGSEGV and exit(1); the test wants the signal. */
+    signal(SIGSEGV, SIG_DFL);
+    ck_assert_int_gt(usock_spawn(overflow_task, NULL), 0);
+    usock_run();
+    ck_abort_msg("a task recursed without end and returned");
+}
+END_TEST
+
+static void parked_task(void *arg)
+{
+    (void)arg;
+    if (usock_sleep(60.0) != 0 && errno == ECANCELED) {
+        counter++;
+    }
+}
+
+/* F16: spawn until the address space is exhausted: the spawn that cannot
+ * get a stack fails with ENOMEM (not a crash, not EAGAIN, which is the
+ * task cap's), and the tasks spawned before it still run and end. */
+START_TEST(spawn_until_enomem)
+{
+    static int ids[100000];
+    struct rlimit old, lim;
+    long vm_kb = 0;
+    char line[256];
+    int n = 0, err = 0, id0;
+    FILE *f;
+
+    id0 = usock_spawn(parked_task, NULL); /* the hub and its reactor */
+    ck_assert_int_gt(id0, 0);
+    ck_assert_ok(usock_yield());
+    counter = 0;
+    f = fopen("/proc/self/status", "r");
+    ck_assert_ptr_nonnull(f);
+    while (fgets(line, sizeof line, f)) {
+        sscanf(line, "VmSize: %ld kB", &vm_kb);
+    }
+    fclose(f);
+    ck_assert_int_gt(vm_kb, 0);
+    ck_assert_ok(getrlimit(RLIMIT_AS, &old));
+    lim = old;
+    lim.rlim_cur = (rlim_t)vm_kb * 1024 + 16 * 1024 * 1024;
+    ck_assert_ok(setrlimit(RLIMIT_AS, &lim));
+    while (n < 100000) {
+        int id = usock_spawn(parked_task, NULL);
+        if (id <= 0) {
+            err = errno;
+            break;
+        }
+        ids[n++] = id;
+    }
+    ck_assert_ok(setrlimit(RLIMIT_AS, &old));
+    printf("F16: %d tasks spawned within 16 MiB of address space, then "
+           "spawn failed with %s\n",
+           n, test_errname(err));
+    ck_assert_int_lt(n, 100000);
+    ck_assert_int_gt(n, 10);
+    ck_assert_int_eq(err, ENOMEM);
+    for (int i = 0; i < n; i++) {
+        ck_assert_ok(usock_cancel(ids[i]));
+    }
+    ck_assert_ok(usock_cancel(id0));
+    ck_assert_ok(usock_run());
+    ck_assert_int_eq(counter, n + 1);
+}
+END_TEST
+
 static Suite *task_suite(void)
 {
     Suite *s = suite_create("task");
+    const char *ck_fork = getenv("CK_FORK");
 
     add_reactor_tcases(s, "task", add_tests, 30);
+    /* Dying on a signal, and a lowered RLIMIT_AS, need a forked child per
+     * test; RLIMIT_AS also breaks sanitizers (their shadow reservations)
+     * and valgrind, which then skip it with the reason. */
+    if (ck_fork == NULL || strcmp(ck_fork, "no") != 0) {
+        TCase *tc = tcase_create("task:limits");
+
+        tcase_set_timeout(tc, 30);
+        tcase_add_test_raise_signal(tc, task_overflow_sigsegv, SIGSEGV);
+        if (test_sanitized()) {
+            test_skip("task:spawn_until_enomem",
+                      "RLIMIT_AS cannot be lowered under a sanitizer or "
+                      "valgrind (their own reservations)");
+        } else {
+            tcase_add_test(tc, spawn_until_enomem);
+        }
+        suite_add_tcase(s, tc);
+    } else {
+        test_skip("task:limits", "needs a forked child per test (CK_FORK=no)");
+    }
     return s;
 }
 

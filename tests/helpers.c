@@ -263,6 +263,21 @@ const char *test_errname(int e)
 }
 
 /* See helpers.h. */
+int test_sanitized(void)
+{
+    const char *p = getenv("LD_PRELOAD");
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+    return 1;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+    return 1;
+#endif
+#endif
+    return p != NULL && strstr(p, "vgpreload") != NULL;
+}
+
+/* See helpers.h. */
 double test_mult(void)
 {
     const char *v = getenv("USOCK_TEST_TIMEOUT_MULTIPLIER");

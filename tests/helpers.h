@@ -113,6 +113,9 @@ const char *test_errname(int e);
  * sanitizers and valgrind. */
 double test_mult(void);
 
+/* 1 when the suite runs under ASan, TSan or valgrind. */
+int test_sanitized(void);
+
 /* Slack added to every upper time bound, in seconds. */
 #define TEST_SLACK 0.1
 
