@@ -269,7 +269,10 @@ int usock_hub_post(usock_hub_t *h, void (*fn)(void *), void *arg)
     if (!h || !fn) {
         return usock__fail(EINVAL);
     }
-    if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE)) {
+    /* A hub of a thread of the parent process (we are a fork child): its
+     * thread is not here, so the post could never run. */
+    if (__atomic_load_n(&h->shutdown, __ATOMIC_ACQUIRE) ||
+        usock__hub_foreign(h)) {
         return usock__fail(ESHUTDOWN);
     }
     p = usock__malloc(sizeof(*p));

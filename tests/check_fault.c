@@ -310,7 +310,14 @@ END_TEST
  * program's own calloc replaces libc's (glibc allows it), failing that one
  * call on demand.  Not under sanitizers, whose calloc it would replace.
  */
-#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+#if defined(__SANITIZE_ADDRESS__)
+#define FAULT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FAULT_ASAN 1
+#endif
+#endif
+#if !defined(FAULT_ASAN) && !defined(__SANITIZE_THREAD__)
 #define FAULT_CALLOC 1
 void *__libc_calloc(size_t n, size_t size);
 static volatile int fail_key_block;
@@ -1446,8 +1453,19 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, thread_exit_unwinds);
     tcase_add_test(tc, unix_connect_full_backlog);
     tcase_add_test(tc, fork_both_work);
+#ifdef FAULT_ASAN
+    /* Other threads allocate while these fork; the child allocates too. */
+    test_skip("fault:fork_while_posted",
+              "gcc 12's libasan has no fork handler: a fork can catch its "
+              "allocator's lock held by another thread, and the child's "
+              "next malloc hangs (not the library's lock; runs under TSan, "
+              "valgrind and the plain build)");
+    test_skip("fault:fork_post_other_hub",
+              "gcc 12's libasan has no fork handler (as fork_while_posted)");
+#else
     tcase_add_test(tc, fork_while_posted);
     tcase_add_test(tc, fork_post_other_hub);
+#endif
     tcase_add_test(tc, max_tasks);
     tcase_add_test(tc, resolver_pool_bounded);
     tcase_add_test(tc, readline_bounded);
