@@ -136,6 +136,24 @@ START_TEST(timeout_t_read_readline)
 }
 END_TEST
 
+/* T01 and T08 at the rows' 1.5 s: recv and accept. */
+START_TEST(timeout_long_recv_accept)
+{
+    usock_t *c, *s, *l = test_listener(NULL);
+    double t0;
+
+    test_pair(&c, &s);
+    assert_recv_times_out(s, 1.5);
+    ck_assert_ok(usock_settimeout(l, 1.5));
+    t0 = usock_now();
+    ck_assert_errno_null(usock_accept(l, NULL), ETIMEDOUT);
+    ck_assert_duration(t0, 1.5, 1.5 + 0.3);
+    ck_assert_count(usock_send(c, "ok", 2), 2);
+    char buf[4];
+    ck_assert_count(usock_read(s, buf, 2), 2);
+}
+END_TEST
+
 /* T08. */
 START_TEST(timeout_t_accept)
 {
@@ -760,6 +778,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, timeout_t_recv);
     tcase_add_test(tc, timeout_t_read_readline);
     tcase_add_test(tc, timeout_t_accept);
+    tcase_add_test(tc, timeout_long_recv_accept);
     tcase_add_test(tc, timeout_t_connect);
     tcase_add_test(tc, timeout_bad_values);
     tcase_add_test(tc, setblocking);

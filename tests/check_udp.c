@@ -263,6 +263,24 @@ START_TEST(recvfrom_timeouts)
 }
 END_TEST
 
+/* T08 at the row's 1.5 s, on the reactor. */
+START_TEST(recvfrom_timeout_long)
+{
+    usock_addr_t aa;
+    usock_t *a;
+    char buf[16];
+    double t0;
+
+    start_reactor();
+    a = udp_bound(AF_INET, &aa);
+    ck_assert_ok(usock_settimeout(a, 1.5));
+    t0 = usock_now();
+    ck_assert_errno(usock_recvfrom(a, buf, sizeof buf, NULL), ETIMEDOUT);
+    ck_assert_duration(t0, 1.5, 1.5 + 0.5);
+    ck_assert_ok(usock_close(a));
+}
+END_TEST
+
 struct receiver {
     usock_t *s;
     ssize_t rc;
@@ -745,6 +763,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, truncation);
     tcase_add_test(tc, zero_length_datagram);
     tcase_add_test(tc, recvfrom_timeouts);
+    tcase_add_test(tc, recvfrom_timeout_long);
     tcase_add_test(tc, blocked_recvfrom_wakes);
     tcase_add_test(tc, sizes);
     tcase_add_test(tc, connrefused);

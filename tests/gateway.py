@@ -31,7 +31,8 @@ checks 1, 2, 3 and 5 (with the broker up) run again over TLS, with:
 
   7. an unreadable or non-PEM --ca FILE: a clear message, exit 2;
   8. a --ca that did not sign the broker's certificate, and --tls alone
-     (the system's CAs): nothing published, the gateway keeps trying with
+     (the system's CAs); 9. a broker certificate signed by --ca's CA but
+     for another host name: nothing published, the gateway keeps trying with
      its back-off (the broker sees the handshakes; reconnects stays 0, as
      no session is ever established), the reason logged once, SIGTERM
      exits 0 with the stats line last.
@@ -116,7 +117,7 @@ def spawn(argv, **kw):
 class Broker:
     """A mosquitto of our own on `port`."""
 
-    def __init__(self, port, name):
+    def __init__(self, port, name, leaf="server"):
         self.port = port
         self.conf = os.path.join(TMP, name + ".conf")
         with open(self.conf, "w") as f:
@@ -124,8 +125,8 @@ class Broker:
                     "persistence false\n" % port)
             if TLS:
                 f.write("cafile %s\ncertfile %s\nkeyfile %s\n" %
-                        (cert("ca.pem"), cert("server.pem"),
-                         cert("server.key")))
+                        (cert("ca.pem"), cert(leaf + ".pem"),
+                         cert(leaf + ".key")))
                 if os.geteuid() == 0:
                     # Started as root it reads the certificates as user
                     # mosquitto, who cannot enter our mkdtemp folder.
@@ -612,6 +613,40 @@ def test_unknown_ca():
     broker.kill()
 
 
+def test_wrong_host():
+    """A broker whose certificate, signed by the gateway's --ca, names
+    another host (elsewhere.example, not 127.0.0.1): verification fails on
+    the name, no session, nothing published, the reason logged once."""
+    bport = free_port()
+    broker = Broker(bport, "b6", leaf="wronghost")
+    broker.start()
+    before = broker.connections()
+    uport = free_port(socket.SOCK_DGRAM)
+    gw = Gateway(uport, bport, "--stats", "0.2", ca="ca.pem")
+    gw.wait_stats(lambda st: True, 5)
+    dev = devices(1)[0]
+    for k in range(3):
+        dev.sendto(b"%d" % k, ("127.0.0.1", uport))
+    end = time.time() + 5
+    while broker.connections() - before < 3 and time.time() < end:
+        time.sleep(0.05)
+    tries = broker.connections() - before
+    ok("wrong host name: the gateway keeps retrying the handshake",
+       tries >= 3, "%d connections seen by the broker" % tries)
+    st = gw.wait_stats(lambda st: st[2] == 3, 2)
+    ok("wrong host name: nothing published, 3 queued, no session",
+       st == [0, 0, 3, 0, 0], repr(st))
+    why = [l for l in gw.lines if "unreachable" in l]
+    ok("wrong host name: the reason logged once",
+       len(why) == 1 and "TLS handshake" in why[0] and
+       "certificate verify failed" in why[0], repr(why))
+    rc, took, st, last = gw.term()
+    ok("wrong host name: SIGTERM exits 0 within 3 s, the stats line last",
+       rc == 0 and took < 3 and st is not None and st[2] == 3,
+       "rc %d %.2f s %r" % (rc, took, last))
+    broker.kill()
+
+
 def make_certs():
     global TLS
     d = os.path.join(TMP, "certs")
@@ -632,6 +667,7 @@ def main():
             test_up_down_term()
             test_restart()
             test_unknown_ca()
+            test_wrong_host()
         else:
             test_cli()
             test_up_down_term()

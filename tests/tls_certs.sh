@@ -6,6 +6,7 @@
 #   client.pem client.key    a client certificate, by ca
 #   other.pem                another CA, unknown to the tests' clients
 #   unknown.pem unknown.key  localhost + 127.0.0.1, by the other CA
+#   wronghost.pem wronghost.key  elsewhere.example only, by ca
 # Exit 0, or 1 after openssl's message.
 set -eu
 d=$1
@@ -32,6 +33,7 @@ ca other "/CN=usocket unknown CA"
 sign server ca "/CN=localhost/O=usocket tests" "DNS:localhost,IP:127.0.0.1" serverAuth
 sign client ca "/CN=usocket client/O=usocket tests" "DNS:client" clientAuth
 sign unknown other "/CN=localhost/O=unknown" "DNS:localhost,IP:127.0.0.1" serverAuth
+sign wronghost ca "/CN=elsewhere.example/O=usocket tests" "DNS:elsewhere.example" serverAuth
 # Expired: openssl ca sets any validity period (x509 -days cannot start in
 # the past).
 key expired.key
