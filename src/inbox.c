@@ -68,6 +68,7 @@ void usock__inbox_drop(struct usock_hub *h)
         next = it->next;
         free(it); /* posts and resolver results of the parent's hub */
     }
+    h->inbox = NULL; /* forked from a task, the hub is still looked at */
 }
 
 /* ------------------------------------------------------------------------ */

@@ -317,6 +317,11 @@ END_TEST
 #define FAULT_ASAN 1
 #endif
 #endif
+#ifdef FAULT_ASAN
+static const int fault_asan = 1;
+#else
+static const int fault_asan = 0;
+#endif
 #if !defined(FAULT_ASAN) && !defined(__SANITIZE_THREAD__)
 #define FAULT_CALLOC 1
 void *__libc_calloc(size_t n, size_t size);
@@ -1453,19 +1458,20 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, thread_exit_unwinds);
     tcase_add_test(tc, unix_connect_full_backlog);
     tcase_add_test(tc, fork_both_work);
-#ifdef FAULT_ASAN
-    /* Other threads allocate while these fork; the child allocates too. */
-    test_skip("fault:fork_while_posted",
-              "gcc 12's libasan has no fork handler: a fork can catch its "
-              "allocator's lock held by another thread, and the child's "
-              "next malloc hangs (not the library's lock; runs under TSan, "
-              "valgrind and the plain build)");
-    test_skip("fault:fork_post_other_hub",
-              "gcc 12's libasan has no fork handler (as fork_while_posted)");
-#else
-    tcase_add_test(tc, fork_while_posted);
-    tcase_add_test(tc, fork_post_other_hub);
-#endif
+    if (fault_asan) {
+        /* Other threads allocate while these fork; the child allocates. */
+        test_skip("fault:fork_while_posted",
+                  "gcc 12's libasan has no fork handler: a fork can catch "
+                  "its allocator's lock held by another thread, and the "
+                  "child's next malloc hangs (not the library's lock; runs "
+                  "under TSan, valgrind and the plain build)");
+        test_skip("fault:fork_post_other_hub",
+                  "gcc 12's libasan has no fork handler (as "
+                  "fork_while_posted)");
+    } else {
+        tcase_add_test(tc, fork_while_posted);
+        tcase_add_test(tc, fork_post_other_hub);
+    }
     tcase_add_test(tc, max_tasks);
     tcase_add_test(tc, resolver_pool_bounded);
     tcase_add_test(tc, readline_bounded);

@@ -225,8 +225,9 @@ END_TEST
 
 START_TEST(numerichost_rejects_names)
 {
-    static const char *const bad[] = {"256.1.1.1", "1.2.3.4.5", "[::1]",
-                                      "127.0.0.1 ", "localhost", "::g"};
+    static const char *const bad[] = {"256.1.1.1",  "1.2.3.4.5", "[::1]",
+                                      "127.0.0.1 ", "localhost", "::g",
+                                      "fe80::1%nosuchif"};
     usock_addrinfo_t *res;
 
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
@@ -236,6 +237,34 @@ START_TEST(numerichost_rejects_names)
                       gai_strerror(rc));
         ck_assert_ptr_null(res);
     }
+}
+END_TEST
+
+/* B03: a 1,099-character host and a 64-character label (DNS allows 63)
+ * are refused as unknown names, at once and without a lookup on the wire
+ * (ASan and valgrind runs check the copies). */
+START_TEST(overlong_names)
+{
+    static char big[1100], label[80];
+    usock_addrinfo_t *res;
+    double t0 = usock_now();
+
+    memset(big, 'a', 1099);
+    memset(label, 'b', 64);
+    strcpy(label + 64, ".example");
+    usock_setdeadline(usock_now() + 10.0);
+    res = (void *)1;
+    int rc = usock_getaddrinfo(big, 80, 0, 0, 0, &res);
+    ck_assert_msg(rc == EAI_NONAME || rc == EAI_FAIL, "1,099 chars: rc %d (%s)",
+                  rc, gai_strerror(rc));
+    ck_assert_ptr_null(res);
+    res = (void *)1;
+    rc = usock_getaddrinfo(label, 80, 0, 0, 0, &res);
+    ck_assert_msg(rc == EAI_NONAME || rc == EAI_FAIL,
+                  "64-char label: rc %d (%s)", rc, gai_strerror(rc));
+    ck_assert_ptr_null(res);
+    usock_setdeadline(USOCK_NONE);
+    ck_assert_duration(t0, 0.0, 1.0);
 }
 END_TEST
 
@@ -509,6 +538,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, family_mismatch);
     tcase_add_test(tc, bad_port);
     tcase_add_test(tc, numerichost_rejects_names);
+    tcase_add_test(tc, overlong_names);
     tcase_add_test(tc, unknown_name);
     tcase_add_test(tc, null_res);
     tcase_add_test(tc, lookup_does_not_stall);
