@@ -19,22 +19,14 @@ shift 2
 [ $# -gt 0 ] && shift
 CONNS=${*:-1000 10000}
 ulimit -n "$(ulimit -Hn)"
-PIN0= PIN1=
-if command -v taskset >/dev/null 2>&1 && [ "$(nproc)" -ge 2 ]; then
-    PIN0="taskset -c 0" PIN1="taskset -c 1"
-fi
+. "$(dirname "$0")/common.sh" # PIN0, PIN1, wait_port
 out=$(mktemp "${TMPDIR:-/tmp}/usocket-ab.XXXXXX") || exit 1
 trap 'rm -f "$out"' EXIT
 run() { # LABEL DIR PROG ENV CONNS
     : >"$out"
     env $4 $PIN0 "$2/$3" 0 1024 >"$out" 2>&1 &
     spid=$!
-    i=0
-    while ! grep -q '^listening on' "$out" && [ $i -lt 100 ]; do
-        sleep 0.05
-        i=$((i + 1))
-    done
-    port=$(sed -n 's/^listening on .*:\([0-9]*\)$/\1/p' "$out")
+    port=$(wait_port "$out")
     r=$($PIN1 "$NEW/echo_load" -p "$port" -c "$5" -s 64 -d 3 -w 1 -P "$spid" -K 0)
     kill "$spid"
     wait "$spid" 2>/dev/null

@@ -344,7 +344,7 @@ static void fork_child(void)
 
     /* Every other thread's hub is now foreign: posts to it fail ESHUTDOWN
      * and its lock is never taken.  This thread's stays ours. */
-    __atomic_store_n(&usock__fork_gen, usock__fork_gen + 1, __ATOMIC_RELAXED);
+    usock__fork_gen++; /* the child has this one thread yet */
     if (h) {
         h->fork_gen = usock__fork_gen;
         pthread_mutex_unlock(&h->lock);

@@ -127,12 +127,12 @@ struct usock_hub {
 /* Forks seen by this process (the child handler counts them).  A hub
  * whose fork_gen is older belongs to a thread of an ancestor process: that
  * thread does not exist here, and the fork may have caught its lock held,
- * so the inbox never touches such a hub (usock__hub_foreign). */
+ * so the inbox never touches such a hub (usock__hub_foreign).  Only the
+ * hub's own thread starts or cancels its jobs, so those need no check. */
 USOCK__HIDDEN extern unsigned usock__fork_gen;
 static inline int usock__hub_foreign(const struct usock_hub *h)
 {
-    return unlikely(h->fork_gen != __atomic_load_n(&usock__fork_gen,
-                                                   __ATOMIC_RELAXED));
+    return unlikely(h->fork_gen != usock__fork_gen);
 }
 
 /* This thread's hub, if it exists (never creates one). */

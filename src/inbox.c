@@ -163,9 +163,6 @@ void usock__hub_release(struct usock_hub *h)
 
 void usock__hub_job_start(struct usock_hub *h)
 {
-    if (usock__hub_foreign(h)) {
-        return;
-    }
     pthread_mutex_lock(&h->lock);
     h->jobs++;
     pthread_mutex_unlock(&h->lock);
@@ -173,9 +170,6 @@ void usock__hub_job_start(struct usock_hub *h)
 
 void usock__hub_job_cancel(struct usock_hub *h)
 {
-    if (usock__hub_foreign(h)) {
-        return;
-    }
     pthread_mutex_lock(&h->lock);
     h->jobs--;
     pthread_mutex_unlock(&h->lock);

@@ -310,19 +310,12 @@ END_TEST
  * program's own calloc replaces libc's (glibc allows it), failing that one
  * call on demand.  Not under sanitizers, whose calloc it would replace.
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define FAULT_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define FAULT_ASAN 1
-#endif
-#endif
-#ifdef FAULT_ASAN
+#ifdef USOCK__ASAN
 static const int fault_asan = 1;
 #else
 static const int fault_asan = 0;
 #endif
-#if !defined(FAULT_ASAN) && !defined(__SANITIZE_THREAD__)
+#if !defined(USOCK__ASAN) && !defined(USOCK__TSAN)
 #define FAULT_CALLOC 1
 void *__libc_calloc(size_t n, size_t size);
 static volatile int fail_key_block;
@@ -789,7 +782,6 @@ END_TEST
 
 /* ---- fork while other threads post: the fork corner (F14) ------------- */
 
-static int under_valgrind(void);
 
 #define FORK_POSTERS 2
 
@@ -909,7 +901,7 @@ static int reap(pid_t pid, double limit, int *status)
  * (about 0.3 s of system time each on this machine). */
 static int fork_rounds(void)
 {
-    return under_valgrind() || getenv("USOCK_TEST_TSAN") != NULL ? 40 : 200;
+    return test_under_valgrind() || getenv("USOCK_TEST_TSAN") != NULL ? 40 : 200;
 }
 
 /* fork_prepare takes the id table's lock and this hub's inbox lock, so a
@@ -1436,17 +1428,11 @@ END_TEST
 
 /* valgrind keeps its own fd table and does not apply a lowered
  * RLIMIT_NOFILE to poll(2), which two cases rely on. */
-static int under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p != NULL && strstr(p, "vgpreload") != NULL;
-}
-
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
     tcase_add_test(tc, sleep_enomem);
-    if (under_valgrind()) {
+    if (test_under_valgrind()) {
         test_skip("fault:reactor_failure, fault:poll_error",
                   "valgrind does not apply RLIMIT_NOFILE to poll(2)");
     } else {
@@ -1458,7 +1444,7 @@ static void add_fault(TCase *tc)
     tcase_add_test(tc, thread_exit_unwinds);
     tcase_add_test(tc, unix_connect_full_backlog);
     tcase_add_test(tc, fork_both_work);
-    if (under_valgrind()) {
+    if (test_under_valgrind()) {
         /* Each child is checked for leaks at its _exit, and the blocks of
          * the parent's other threads (their hubs, reachable from their
          * thread-local pointers only) are lost in the child: valgrind's
@@ -1500,7 +1486,7 @@ static Suite *fault_suite(void)
     tc = tcase_create("fault:plain");
     tcase_add_test(tc, no_pthread_key);
 #ifdef FAULT_CALLOC
-    if (under_valgrind()) {
+    if (test_under_valgrind()) {
         test_skip("fault:setspecific_enomem",
                   "valgrind sends libc's calloc to its own, not the test's");
     } else {

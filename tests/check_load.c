@@ -30,21 +30,7 @@
 #include "helpers.h"
 #include "internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#define LOAD_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define LOAD_ASAN 1
-#endif
-#endif
-#if defined(__SANITIZE_THREAD__)
-#define LOAD_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define LOAD_TSAN 1
-#endif
-#endif
-#ifdef LOAD_ASAN
+#ifdef USOCK__ASAN
 void __sanitizer_purge_allocator(void); /* <sanitizer/allocator_interface.h>, not installed by Debian gcc */
 #endif
 
@@ -56,13 +42,6 @@ void __sanitizer_purge_allocator(void); /* <sanitizer/allocator_interface.h>, no
 
 /* ---- shared helpers ------------------------------------------------------ */
 
-/* valgrind preloads its own libraries into the program it runs. */
-static int under_valgrind(void)
-{
-    const char *p = getenv("LD_PRELOAD");
-    return p != NULL && strstr(p, "vgpreload") != NULL;
-}
-
 static const char *reactor(void)
 {
     const char *r = getenv("USOCKET_REACTOR");
@@ -73,9 +52,9 @@ static const char *reactor(void)
  * counts each task as a thread (fibers) and dies past 8,128 of them. */
 static long scaled(const char *row, long n, long n_vg)
 {
-    const char *why = under_valgrind() ? "valgrind" : NULL;
+    const char *why = test_under_valgrind() ? "valgrind" : NULL;
 
-#ifdef LOAD_TSAN
+#ifdef USOCK__TSAN
     why = "ThreadSanitizer (at most 8128 fibers)";
     n_vg = n_vg > 4000 ? 4000 : n_vg;
 #endif
@@ -97,14 +76,14 @@ static int mem_checked(const char *row, int under_asan)
 {
     const char *why = NULL;
 
-#ifdef LOAD_ASAN
+#ifdef USOCK__ASAN
     if (under_asan) {
         why = "ASan (quarantine)";
     }
 #else
     (void)under_asan;
 #endif
-#ifdef LOAD_TSAN
+#ifdef USOCK__TSAN
     why = "ThreadSanitizer (shadow memory)";
 #endif
     if (why != NULL) {
@@ -137,10 +116,10 @@ static long mem_now(void)
     long pages = 0, size;
     FILE *f;
 
-#ifdef LOAD_ASAN
+#ifdef USOCK__ASAN
     __sanitizer_purge_allocator();
 #endif
-    if (under_valgrind()) {
+    if (test_under_valgrind()) {
         /* valgrind answers mallinfo (not mallinfo2) with its own heap. */
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
@@ -157,7 +136,7 @@ static long mem_now(void)
 
 static const char *mem_name(void)
 {
-    return under_valgrind() ? "heap" : "rss";
+    return test_under_valgrind() ? "heap" : "rss";
 }
 
 /* xorshift64*: the same sequence every run. */

@@ -18,6 +18,7 @@
 #include <usocket.h>
 
 #define USOCK_HELPERS_C 1
+#include "base.h"
 #include "helpers.h"
 
 /* Check keeps the tcase name pointer: the names live here, never freed, so
@@ -262,19 +263,23 @@ const char *test_errname(int e)
     return name != NULL ? name : "?";
 }
 
-/* See helpers.h. */
-int test_sanitized(void)
+/* See helpers.h.  valgrind preloads its own libraries into the program it
+ * runs. */
+int test_under_valgrind(void)
 {
     const char *p = getenv("LD_PRELOAD");
 
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-    return 1;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
-    return 1;
-#endif
-#endif
     return p != NULL && strstr(p, "vgpreload") != NULL;
+}
+
+/* See helpers.h. */
+int test_sanitized(void)
+{
+#if defined(USOCK__ASAN) || defined(USOCK__TSAN)
+    return 1;
+#else
+    return test_under_valgrind();
+#endif
 }
 
 /* See helpers.h. */

@@ -113,7 +113,8 @@ const char *test_errname(int e);
  * sanitizers and valgrind. */
 double test_mult(void);
 
-/* 1 when the suite runs under ASan, TSan or valgrind. */
+/* 1 when the suite runs under valgrind; under ASan, TSan or valgrind. */
+int test_under_valgrind(void);
 int test_sanitized(void);
 
 /* Slack added to every upper time bound, in seconds. */
