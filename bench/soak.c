@@ -1,8 +1,8 @@
 /*
  * soak: the scenarios of `make soak` (RELIABILITY.md L01, L02, L04, L07,
- * L08, L09).
+ * L08, L09, S04).
  *
- *   soak l01|l02|l04|l07|l08|l09
+ *   soak l01|l02|l04|l07|l08|l09|s04
  *
  * L01, L02 and L07 fork a usocket echo server (one thread, one task per
  * connection, in its own process) and drive it from this process with a
@@ -10,13 +10,15 @@
  * from /proc/PID.  L04 runs in one process: a sender task and the
  * receiving main context on one hub, over loopback TCP.  L08 runs 10^6
  * sleeping tasks on one hub; L09 10,000 usocket connections whose peers (a
- * forked plain process) never read.  Every client
+ * forked plain process) never read; S04 10,000 usocket connections whose
+ * peers (likewise) each send a 1 MiB burst that is read 127 bytes deep.  Every client
  * socket is closed with SO_LINGER {1, 0} (a reset), so no TIME_WAIT is
  * left on the ephemeral ports.  One line per scenario; exit 0 when its
  * criterion holds, 1 when not, 77 when it cannot run here.  Sizes can be
  * scaled down for a quick try: SOAK_L01_CONNS, SOAK_L01_SECONDS,
  * SOAK_L02_CYCLES, SOAK_L07_CONNS, SOAK_L04_BYTES, SOAK_L08_TASKS,
- * SOAK_L08_SECONDS, SOAK_L09_CONNS, SOAK_L09_TIMEOUT; SOAK_P99_MS (10).
+ * SOAK_L08_SECONDS, SOAK_L09_CONNS, SOAK_L09_TIMEOUT, SOAK_S04_CONNS;
+ * SOAK_P99_MS (10).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -923,6 +925,131 @@ static int l09(void)
     return ok ? 0 : 1;
 }
 
+/* ------------------------------------------------------------------ */
+/* S04: 10,000 connections each receive an unread 1 MB burst; the     */
+/* library holds at most its read-buffer cap per connection.          */
+
+#define S04_BURST (1 << 20)
+
+/* The peers (a forked plain process): n connections to port, then one
+ * non-blocking 1 MiB send on each (as much as the kernel takes); the
+ * total sent goes to wfd, then it waits to be killed. */
+static void s04_peers(long n, int port, int wfd)
+{
+    static char burst[S04_BURST];
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    int *fd = calloc((size_t)n, sizeof *fd);
+    long long sent = 0;
+
+    memset(burst, 'z', sizeof burst); /* no newline */
+    if (!fd) {
+        _exit(1);
+    }
+    for (long i = 0; i < n; i++) {
+        fd[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd[i] < 0 ||
+            connect(fd[i], (struct sockaddr *)&sa, sizeof sa) != 0) {
+            _exit(1);
+        }
+    }
+    for (long i = 0; i < n; i++) {
+        ssize_t k = send(fd[i], burst, sizeof burst,
+                         MSG_DONTWAIT | MSG_NOSIGNAL);
+        sent += k > 0 ? k : 0;
+    }
+    if (write(wfd, &sent, sizeof sent) != (ssize_t)sizeof sent) {
+        _exit(1);
+    }
+    for (;;) {
+        pause();
+    }
+}
+
+static int s04(void)
+{
+    long n = envl("SOAK_S04_CONNS", 10000);
+    long cap_kib = 64; /* the read buffer's bound, per connection */
+    struct rlimit rl;
+    usock_addr_t a;
+    usock_t *l = usock_socket(AF_INET, SOCK_STREAM, 0), **s;
+    int p[2];
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)n + 64 > rl.rlim_cur) {
+        long can = (long)rl.rlim_cur - 64;
+        printf("S04: RLIMIT_NOFILE %ld holds %ld connections per process, "
+               "not %ld\n", (long)rl.rlim_cur, can, n);
+        n = can;
+    }
+    if (!l || usock_addr_ip(&a, "127.0.0.1", 0) != 0 ||
+        usock_bind(l, &a) != 0 || usock_listen(l, 4096) != 0 ||
+        usock_getsockname(l, &a) != 0 || pipe(p) != 0) {
+        printf("S04: listener: %s\n", strerror(errno));
+        return 1;
+    }
+    pid_t parent = getpid();
+    server_pid = fork();
+    if (server_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(1);
+        }
+        close(p[0]);
+        s04_peers(n, usock_addr_port(&a), p[1]);
+    }
+    close(p[1]);
+    s = calloc((size_t)n, sizeof *s);
+    if (server_pid < 0 || !s || usock_settimeout(l, 10.0) != 0) {
+        printf("S04: the peer process did not start\n");
+        stop_server();
+        return 1;
+    }
+    for (long i = 0; i < n; i++) {
+        s[i] = usock_accept(l, NULL);
+        if (!s[i]) {
+            printf("S04: accept %ld: %s\n", i, strerror(errno));
+            stop_server();
+            return 1;
+        }
+    }
+    long long sent = 0, unread = 0;
+    if (read(p[0], &sent, sizeof sent) != (ssize_t)sizeof sent) {
+        printf("S04: the peers did not send\n");
+        stop_server();
+        return 1;
+    }
+    close(p[0]);
+    /* One small readline each: 127 bytes, no newline in the burst. */
+    long rss0 = proc_kib((int)getpid(), "VmRSS"), short_reads = 0;
+    char line[128];
+    for (long i = 0; i < n; i++) {
+        int q = 0;
+        usock_settimeout(s[i], 5.0);
+        short_reads += usock_readline(s[i], line, sizeof line) !=
+                       (ssize_t)sizeof line - 1;
+        ioctl(usock_fileno(s[i]), FIONREAD, &q);
+        unread += q;
+    }
+    long rss1 = proc_kib((int)getpid(), "VmRSS");
+    for (long i = 0; i < n; i++) {
+        usock_close(s[i]);
+    }
+    usock_close(l);
+    stop_server();
+    free(s);
+    int ok = short_reads == 0 && rss1 - rss0 <= n * cap_kib;
+    printf("S04 conns=%ld burst_b=%d mean_sent_kib=%.1f "
+           "mean_unread_in_kernel_kib=%.1f readline_b=%zu short_reads=%ld "
+           "rss_before_kib=%ld rss_after_kib=%ld growth_kib_per_conn=%.2f "
+           "limit_kib=%ld %s\n",
+           n, S04_BURST, (double)sent / 1024.0 / (double)n,
+           (double)unread / 1024.0 / (double)n, sizeof line - 1, short_reads,
+           rss0, rss1, (double)(rss1 - rss0) / (double)n, n * cap_kib,
+           ok ? "PASS" : "FAIL");
+    return ok ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
     signal(SIGPIPE, SIG_IGN);
@@ -945,6 +1072,9 @@ int main(int argc, char **argv)
     if (argc == 2 && strcmp(argv[1], "l09") == 0) {
         return l09();
     }
-    fprintf(stderr, "usage: soak l01|l02|l04|l07|l08|l09\n");
+    if (argc == 2 && strcmp(argv[1], "s04") == 0) {
+        return s04();
+    }
+    fprintf(stderr, "usage: soak l01|l02|l04|l07|l08|l09|s04\n");
     return 2;
 }

@@ -1344,6 +1344,270 @@ START_TEST(fixture_catches_leaks)
 }
 END_TEST
 
+/* ---- F15: fail the Nth allocation of an operation, for every N -------- */
+
+struct sweep_ctx {
+    usock_t *l;   /* a listener on a.  */
+    usock_addr_t a;
+    int ran;      /* set by sweep_task */
+};
+
+/* Disarm the hook; 1 when it injected its failure (nothing was left). */
+static int disarm(void)
+{
+    long left = usock__alloc_fail_left();
+
+    usock__alloc_fail_in(0);
+    return left == 0;
+}
+
+/* Accept what is queued on x->l (timeout 0), closing it. */
+static void drain_listener(struct sweep_ctx *x)
+{
+    usock_t *got;
+
+    ck_assert_ok(usock_settimeout(x->l, 0));
+    while ((got = usock_accept(x->l, NULL)) != NULL) {
+        ck_assert_ok(usock_close(got));
+    }
+    ck_assert_str_eq(test_errname(errno), "EAGAIN");
+}
+
+/* Each try_* runs its operation with the n-th allocation from the start of
+ * the operation failing (0: none), asserts the outcome (success, or -1 /
+ * NULL with ENOMEM and nothing lost), cleans up and returns whether the
+ * failure was injected. */
+static int try_socket(struct sweep_ctx *x, long n)
+{
+    usock_t *s;
+    int err, hit;
+
+    (void)x;
+    usock__alloc_fail_in(n);
+    errno = 0;
+    s = usock_socket(AF_INET, SOCK_STREAM, 0);
+    err = errno;
+    hit = disarm();
+    if (s == NULL) {
+        ck_assert_str_eq(test_errname(err), "ENOMEM");
+        return hit;
+    }
+    ck_assert_ok(usock_settimeout(s, 5.0));
+    ck_assert_ok(usock_connect(s, &x->a));
+    ck_assert_ok(usock_close(s));
+    drain_listener(x);
+    return hit;
+}
+
+static int try_connect(struct sweep_ctx *x, long n)
+{
+    usock_t *s = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    int rc, err, hit;
+
+    ck_assert_ok(usock_settimeout(s, 5.0));
+    usock__alloc_fail_in(n);
+    errno = 0;
+    rc = usock_connect(s, &x->a);
+    err = errno;
+    hit = disarm();
+    if (rc != 0) {
+        ck_assert_str_eq(test_errname(err), "ENOMEM");
+    }
+    ck_assert_ok(usock_close(s));
+    drain_listener(x);
+    return hit;
+}
+
+static int try_accept(struct sweep_ctx *x, long n)
+{
+    usock_t *c = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+    usock_t *got;
+    char b;
+    int err, hit;
+
+    ck_assert_ok(usock_settimeout(c, 5.0));
+    ck_assert_ok(usock_connect(c, &x->a));
+    ck_assert_ok(usock_settimeout(x->l, 5.0));
+    usock__alloc_fail_in(n);
+    errno = 0;
+    got = usock_accept(x->l, NULL);
+    err = errno;
+    hit = disarm();
+    if (got == NULL) {
+        ck_assert_str_eq(test_errname(err), "ENOMEM");
+    } else {
+        /* The accepted socket works. */
+        ck_assert_int_eq(usock_send(c, "a", 1), 1);
+        ck_assert_ok(usock_settimeout(got, 5.0));
+        ck_assert_int_eq(usock_recv(got, &b, 1), 1);
+        ck_assert_int_eq(b, 'a');
+        ck_assert_ok(usock_close(got));
+    }
+    ck_assert_ok(usock_close(c));
+    drain_listener(x);
+    return hit;
+}
+
+static void sweep_task(void *arg)
+{
+    ((struct sweep_ctx *)arg)->ran = 1;
+}
+
+static int try_spawn(struct sweep_ctx *x, long n)
+{
+    int id, err, hit;
+
+    x->ran = 0;
+    usock__alloc_fail_in(n);
+    errno = 0;
+    id = usock_spawn(sweep_task, x);
+    err = errno;
+    hit = disarm();
+    if (id < 0) {
+        ck_assert_str_eq(test_errname(err), "ENOMEM");
+        ck_assert_int_eq(x->ran, 0);
+        /* The next spawn works. */
+        id = usock_spawn(sweep_task, x);
+        ck_assert_int_gt(id, 0);
+    }
+    ck_assert_ok(usock_join(id, 5.0));
+    ck_assert_int_eq(x->ran, 1);
+    return hit;
+}
+
+struct cold {
+    long n;
+    int hit, id, err, ran, ran_after;
+};
+
+static void cold_task(void *arg)
+{
+    ((struct cold *)arg)->ran++;
+}
+
+/* The first spawn of a new thread: it makes the thread's hub (reactor,
+ * run queue, stack cache) as well as the task. */
+static void *cold_thread(void *arg)
+{
+    struct cold *k = arg;
+
+    usock__alloc_fail_in(k->n);
+    errno = 0;
+    k->id = usock_spawn(cold_task, k);
+    k->err = errno;
+    k->hit = disarm();
+    if (k->id < 0) {
+        /* No hub is left half made: the next spawn works. */
+        k->id = usock_spawn(cold_task, k);
+        k->ran_after = 1;
+    }
+    if (k->id > 0 && usock_run() != 0) {
+        k->id = 0;
+    }
+    return NULL; /* the hub goes with the thread */
+}
+
+static int try_spawn_cold(struct sweep_ctx *x, long n)
+{
+    struct cold k = {n, 0, 0, 0, 0, 0};
+    pthread_t th;
+
+    (void)x;
+    ck_assert_int_eq(pthread_create(&th, NULL, cold_thread, &k), 0);
+    ck_assert_int_eq(pthread_join(th, NULL), 0);
+    if (k.ran_after) {
+        ck_assert_str_eq(test_errname(k.err), "ENOMEM");
+    }
+    ck_assert_int_gt(k.id, 0);
+    ck_assert_int_eq(k.ran, 1);
+    return k.hit;
+}
+
+static int try_readline(struct sweep_ctx *x, long n)
+{
+    static const char line[] = "hello, i am server\n";
+    usock_t *c, *s;
+    char buf[64];
+    ssize_t got;
+    int err, hit;
+
+    (void)x;
+    test_pair(&c, &s);
+    ck_assert_int_eq(usock_sendall(c, line, sizeof line - 1), 0);
+    ck_assert_ok(usock_settimeout(s, 5.0));
+    usock__alloc_fail_in(n);
+    errno = 0;
+    got = usock_readline(s, buf, sizeof buf);
+    err = errno;
+    hit = disarm();
+    if (got < 0) {
+        ck_assert_str_eq(test_errname(err), "ENOMEM");
+        /* Nothing is lost: the line is all there for the next call. */
+        got = usock_readline(s, buf, sizeof buf);
+    }
+    ck_assert_int_eq(got, (ssize_t)sizeof line - 1);
+    ck_assert_int_eq(memcmp(buf, line, sizeof line - 1), 0);
+    ck_assert_ok(usock_close(c));
+    ck_assert_ok(usock_close(s));
+    return hit;
+}
+
+/* For n = 1, 2, ...: fail the n-th allocation of the operation, until n
+ * is past the allocations it makes.  Each failure must be ENOMEM with no
+ * fd, socket or task left behind (memory: under check-asan and
+ * check-valgrind); returns how many allocations the operation made. */
+static int sweep(const char *name, int (*try)(struct sweep_ctx *, long),
+                 struct sweep_ctx *x)
+{
+    int fds0, n;
+    long socks0;
+
+    try(x, 0); /* warm: the reactor, the stack cache, the run queue */
+    try(x, 0);
+    fds0 = count_fds();
+    socks0 = usock__live_sockets();
+    for (n = 1; n <= 200; n++) {
+        int hit = try(x, n);
+
+        ck_assert_msg(count_fds() == fds0, "%s, allocation %d: %d fds, was %d",
+                      name, n, count_fds(), fds0);
+        ck_assert_msg(usock__live_sockets() == socks0,
+                      "%s, allocation %d: %ld sockets, was %ld", name, n,
+                      usock__live_sockets(), socks0);
+        ck_assert_msg(usock__live_tasks() == 0, "%s, allocation %d: %zu tasks",
+                      name, n, usock__live_tasks());
+        if (!hit) {
+            break; /* n is past the operation's allocations */
+        }
+    }
+    ck_assert_msg(n <= 200, "%s: still allocating at 200", name);
+    if (getenv("USOCK_TEST_TIMING") != NULL) {
+        fprintf(stderr, "F15 %s %s: %d allocations, each failed in turn "
+                "(ENOMEM, nothing left behind)\n", usock__reactor_name(), name,
+                n - 1);
+    }
+    return n - 1;
+}
+
+/* F15's sweep: socket, connect, accept, spawn (on a warm hub and as a new
+ * thread's first call) and readline with their 1st, 2nd, ... allocation
+ * failing. */
+START_TEST(alloc_failure_sweep)
+{
+    struct sweep_ctx x = {NULL, {0}, 0};
+
+    x.l = test_listener(&x.a);
+    /* Each operation makes at least one allocation the sweep can fail
+     * (socket, accept: the usock_t; readline: the read buffer). */
+    ck_assert_int_ge(sweep("socket", try_socket, &x), 1);
+    sweep("connect", try_connect, &x);
+    ck_assert_int_ge(sweep("accept", try_accept, &x), 1);
+    sweep("spawn", try_spawn, &x);
+    ck_assert_int_ge(sweep("spawn on a new thread", try_spawn_cold, &x), 1);
+    ck_assert_int_ge(sweep("readline", try_readline, &x), 1);
+}
+END_TEST
+
 /* ---- F06: an unreachable host times out, other tasks keep running ----- */
 
 struct ticker {
@@ -1369,6 +1633,7 @@ START_TEST(unreachable_times_out)
     usock_addr_t a;
     usock_t *c[4];
     struct ticker t = {0};
+    double el[3];
     int n = 0;
 
     ck_assert_ok(usock_addr_ip(&a, "127.0.0.1", 0));
@@ -1386,13 +1651,29 @@ START_TEST(unreachable_times_out)
             n++; /* room in the queue still */
             continue;
         }
+        el[0] = usock_now() - t0;
         ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
-        ck_assert_duration(t0, 0.5, 0.5 + 0.02);
         ck_assert_msg(t.ticks - ticks0 >= 20, "ticker ran %d times in 0.5 s",
                       t.ticks - ticks0);
         break;
     }
     ck_assert_int_ge(n, 1);
+    /* Two more trials against the same full queue: the row's 0.5 s + tol
+     * is asserted on the median of three (see test_assert_timing). */
+    for (int i = 1; i < 3; i++) {
+        usock_t *x = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+        int ticks0 = t.ticks;
+        double t0 = usock_now();
+
+        ck_assert_ok(usock_settimeout(x, 0.5));
+        ck_assert_int_eq(usock_connect(x, &a), -1);
+        el[i] = usock_now() - t0;
+        ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+        ck_assert_msg(t.ticks - ticks0 >= 20, "ticker ran %d times in 0.5 s",
+                      t.ticks - ticks0);
+        ck_assert_ok(usock_close(x));
+    }
+    test_assert_timing("connect", 0.5, TEST_TOL, el, 3);
     t.stop = 1;
     ck_assert_ok(usock_run());
 }
@@ -1431,6 +1712,7 @@ END_TEST
 static void add_fault(TCase *tc)
 {
     tcase_add_test(tc, watch_enomem);
+    tcase_add_test(tc, alloc_failure_sweep);
     tcase_add_test(tc, sleep_enomem);
     if (test_under_valgrind()) {
         test_skip("fault:reactor_failure, fault:poll_error",

@@ -528,6 +528,99 @@ START_TEST(thread_exits_during_lookup)
 }
 END_TEST
 
+struct ticker {
+    double window[5]; /* the largest gap of each 0.5 s window */
+    int done;
+};
+
+/* A 1 ms ticker for 2.5 s: the largest gap between two ticks in each of
+ * five 0.5 s windows. */
+static void ticker_task(void *arg)
+{
+    struct ticker *t = arg;
+    double start = usock_now(), last = start, now;
+
+    for (;;) {
+        usock_sleep(0.001);
+        now = usock_now();
+        int w = (int)((now - start) / 0.5);
+        if (w >= 5) {
+            break;
+        }
+        if (now - last > t->window[w]) {
+            t->window[w] = now - last;
+        }
+        last = now;
+    }
+    t->done = 1;
+}
+
+/* C07 at the row's figures: 100 lookups at once, each held 2 s by the
+ * resolver hook, one cancelled at once; a 1 ms ticker on the same hub
+ * keeps its largest gap within the catalog's tolerance (median of five
+ * 0.5 s windows: see test_assert_timing).  The cancelled lookup gives
+ * ECANCELED and its late result is freed (ASan, valgrind); the first
+ * batch of the bounded pool resolves; the ones still queued at 2.5 s are
+ * cancelled and give ECANCELED. */
+START_TEST(hundred_slow_lookups_with_ticker)
+{
+    static struct lookup l[LOOKUPS];
+    static int ids[LOOKUPS];
+    struct ticker t = {{0}, 0};
+    char want[64];
+    int ok = 0, cancelled = 0;
+
+    set_hook(2.0);
+    for (int i = 0; i < LOOKUPS; i++) {
+        l[i] = (struct lookup){.host = "localhost", .port = 1000 + i,
+                               .rc = -100};
+        ids[i] = usock_spawn(lookup_task, &l[i]);
+        ck_assert_int_gt(ids[i], 0);
+    }
+    ck_assert_int_gt(usock_spawn(ticker_task, &t), 0);
+    ck_assert_ok(usock_yield());
+    ck_assert_ok(usock_cancel(ids[0]));
+    wait_flag(&t.done, 10.0);
+    ck_assert_int_eq(l[0].done, 1);
+    ck_assert_int_eq(l[0].rc, EAI_SYSTEM);
+    ck_assert_str_eq(test_errname(l[0].err), "ECANCELED");
+    /* 2.5 s in: the lookups still waiting for a worker are cancelled. */
+    for (int i = 1; i < LOOKUPS; i++) {
+        if (!l[i].done) {
+            ck_assert_ok(usock_cancel(ids[i]));
+        }
+    }
+    for (int i = 1; i < LOOKUPS; i++) {
+        wait_flag(&l[i].done, 2.0);
+        if (l[i].rc == 0) {
+            snprintf(want, sizeof want, "127.0.0.1:%d", 1000 + i);
+            ck_assert_str_eq(l[i].addr, want);
+            ok++;
+        } else {
+            ck_assert_int_eq(l[i].rc, EAI_SYSTEM);
+            ck_assert_str_eq(test_errname(l[i].err), "ECANCELED");
+            cancelled++;
+        }
+    }
+    /* The pool's first batch (all its workers but the one still held by
+     * the cancelled lookup) resolved; the rest were cancelled. */
+    ck_assert_int_ge(ok, 1);
+    ck_assert_int_ge(cancelled, 1);
+    if (getenv("USOCK_TEST_TIMING") != NULL) {
+        fprintf(stderr, "C07: %d resolved, %d cancelled at 2.5 s\n", ok,
+                cancelled);
+    }
+    test_assert_timing("ticker gap", 0.001, TEST_TOL, t.window, 5);
+    /* The workers finish the batch they hold; the results are freed. */
+    ck_assert_ok(usock_sleep(2.2));
+    reset_hook();
+    struct lookup b = {.host = "localhost", .port = 7, .rc = -100};
+    lookup_task(&b);
+    ck_assert_int_eq(b.rc, 0);
+    ck_assert_str_eq(b.addr, "127.0.0.1:7");
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
     tcase_add_test(tc, numeric_ipv4);
@@ -546,6 +639,7 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, deadline_lookup);
     tcase_add_test(tc, many_lookups);
     tcase_add_test(tc, thread_exits_during_lookup);
+    tcase_add_test(tc, hundred_slow_lookups_with_ticker);
 }
 
 static Suite *resolve_suite(void)

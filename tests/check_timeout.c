@@ -770,6 +770,321 @@ END_TEST
 
 /* ---- registration ------------------------------------------------------- */
 
+/* ---- the timing rows at the catalog's tolerance ----------------------
+ * Each figure is measured in several trials and test_assert_timing holds
+ * every trial in [t, t + 0.3 s] and the median in [t, t + tol] (times the
+ * multiplier): see helpers.h. */
+
+enum timed_kind { TIMED_RECV, TIMED_ACCEPT, TIMED_RECVFROM, TIMED_SLEEP };
+
+struct timed_op {
+    enum timed_kind kind;
+    usock_t *s; /* unused for TIMED_SLEEP */
+    double t, el;
+    int err;
+};
+
+static void timed_op_task(void *arg)
+{
+    struct timed_op *op = arg;
+    char buf[16];
+    double t0 = usock_now();
+    long rc;
+    usock_t *a = NULL;
+
+    errno = 0;
+    switch (op->kind) {
+    case TIMED_RECV:
+        rc = usock_recv(op->s, buf, sizeof buf);
+        break;
+    case TIMED_ACCEPT:
+        a = usock_accept(op->s, NULL);
+        rc = a != NULL ? 0 : -1;
+        break;
+    case TIMED_RECVFROM:
+        rc = usock_recvfrom(op->s, buf, sizeof buf, NULL);
+        break;
+    default:
+        rc = usock_sleep(op->t);
+        break;
+    }
+    op->el = usock_now() - t0;
+    op->err = rc < 0 ? errno : 0;
+    if (op->kind == TIMED_ACCEPT && rc == 0) {
+        usock_close(a);
+    }
+}
+
+/* Run ops[0..n) at once, one task each, and wait for all: each ends with
+ * ETIMEDOUT (a sleep with 0).  Their sockets carry the timeout already. */
+static void run_timed(struct timed_op *ops, int n)
+{
+    int ids[8];
+
+    ck_assert_int_le(n, 8);
+    for (int k = 0; k < n; k++) {
+        ids[k] = usock_spawn(timed_op_task, &ops[k]);
+        ck_assert_int_gt(ids[k], 0);
+    }
+    for (int k = 0; k < n; k++) {
+        ck_assert_ok(usock_join(ids[k], ops[k].t + 5.0 * test_mult()));
+        ck_assert_str_eq(test_errname(ops[k].err),
+                         ops[k].kind == TIMED_SLEEP ? "0" : "ETIMEDOUT");
+    }
+}
+
+/* T01 and T08 at the rows' figures and tolerance: recv, accept and UDP
+ * recvfrom with t of 1 ms, 10 ms, 100 ms and 1.5 s, the three at once in
+ * their own tasks; 7 trials of each short t, 3 of 1.5 s. */
+START_TEST(t01_t08_at_tolerance)
+{
+    static const double ts[] = {0.001, 0.01, 0.1, 1.5};
+    static const char *const names[] = {"recv", "accept", "recvfrom"};
+    usock_addr_t ua;
+    usock_t *c, *s, *l = test_listener(NULL);
+    usock_t *u = ck_assert_nonnull(usock_socket(AF_INET, SOCK_DGRAM, 0));
+
+    ck_assert_ok(usock_addr_ip(&ua, "127.0.0.1", 0));
+    ck_assert_ok(usock_bind(u, &ua));
+    test_pair(&c, &s);
+    for (size_t j = 0; j < sizeof ts / sizeof ts[0]; j++) {
+        double t = ts[j], el[3][7];
+        int n = t >= 1.0 ? 3 : 7;
+
+        for (int i = 0; i < n; i++) {
+            struct timed_op ops[3] = {{TIMED_RECV, s, t, 0, 0},
+                                      {TIMED_ACCEPT, l, t, 0, 0},
+                                      {TIMED_RECVFROM, u, t, 0, 0}};
+
+            for (int k = 0; k < 3; k++) {
+                ck_assert_ok(usock_settimeout(ops[k].s, t));
+            }
+            run_timed(ops, 3);
+            for (int k = 0; k < 3; k++) {
+                el[k][i] = ops[k].el;
+            }
+        }
+        for (int k = 0; k < 3; k++) {
+            test_assert_timing(names[k], t, TEST_TOL, el[k], n);
+        }
+    }
+    /* The sockets still work after the timeouts. */
+    ck_assert_count(usock_send(c, "ok", 2), 2);
+    char buf[4];
+    ck_assert_ok(usock_settimeout(s, 5.0));
+    ck_assert_count(usock_read(s, buf, 2), 2);
+    ck_assert_ok(usock_close(u));
+}
+END_TEST
+
+/* T03 at the row's figure: with timeout 0, recv, read, readline, accept,
+ * send into a full buffer and connect each return in under 1 ms (median
+ * of 7 trials, times the multiplier) with EAGAIN (connect: EINPROGRESS). */
+START_TEST(t03_under_a_millisecond)
+{
+    static const char *const names[] = {"recv",   "read", "readline",
+                                        "accept", "send", "connect"};
+    static char chunk[65536];
+    usock_addr_t a;
+    usock_t *l = test_listener(NULL), *target = test_listener(&a);
+    usock_t *c1, *s1, *c2, *s2;
+    double el[6][7], t0;
+    char buf[8];
+    long total = 0, rc;
+    int err;
+
+    test_pair(&c1, &s1);
+    test_pair(&c2, &s2);
+    ck_assert_ok(usock_settimeout(s1, 0));
+    ck_assert_ok(usock_settimeout(l, 0));
+    ck_assert_ok(usock_settimeout(c2, 0));
+    while ((rc = usock_send(c2, chunk, sizeof chunk)) > 0) {
+        total += rc;
+        ck_assert_int_lt(total, 256L << 20);
+    }
+    ck_assert_int_eq(rc, -1);
+    ck_assert_str_eq(test_errname(errno), "EAGAIN");
+    for (int i = 0; i < 7; i++) {
+        usock_t *x = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
+        usock_t *got;
+
+        ck_assert_ok(usock_settimeout(x, 0));
+        t0 = usock_now();
+        rc = usock_recv(s1, buf, sizeof buf);
+        err = errno;
+        el[0][i] = usock_now() - t0;
+        ck_assert_int_eq(rc, -1);
+        ck_assert_str_eq(test_errname(err), "EAGAIN");
+        t0 = usock_now();
+        rc = usock_read(s1, buf, sizeof buf);
+        err = errno;
+        el[1][i] = usock_now() - t0;
+        ck_assert_int_eq(rc, -1);
+        ck_assert_str_eq(test_errname(err), "EAGAIN");
+        t0 = usock_now();
+        rc = usock_readline(s1, buf, sizeof buf);
+        err = errno;
+        el[2][i] = usock_now() - t0;
+        ck_assert_int_eq(rc, -1);
+        ck_assert_str_eq(test_errname(err), "EAGAIN");
+        t0 = usock_now();
+        got = usock_accept(l, NULL);
+        err = errno;
+        el[3][i] = usock_now() - t0;
+        ck_assert_ptr_null(got);
+        ck_assert_str_eq(test_errname(err), "EAGAIN");
+        t0 = usock_now();
+        rc = usock_send(c2, chunk, sizeof chunk);
+        err = errno;
+        el[4][i] = usock_now() - t0;
+        ck_assert_int_eq(rc, -1);
+        ck_assert_str_eq(test_errname(err), "EAGAIN");
+        t0 = usock_now();
+        rc = usock_connect(x, &a);
+        err = errno;
+        el[5][i] = usock_now() - t0;
+        ck_assert_int_eq(rc, -1);
+        ck_assert_str_eq(test_errname(err), "EINPROGRESS");
+        ck_assert_ok(usock_close(x));
+    }
+    for (int k = 0; k < 6; k++) {
+        test_assert_timing(names[k], 0, 0.001, el[k], 7);
+    }
+    ck_assert_ptr_nonnull(target);
+}
+END_TEST
+
+struct paced_reader {
+    usock_t *s;
+    size_t got, bad;
+    int fast; /* 1: read at full speed to the end */
+};
+
+/* Reads 1 KB per 100 ms (T05's peer) until fast is set, then the rest;
+ * checks every byte against pattern(). */
+static void paced_reader_task(void *arg)
+{
+    struct paced_reader *r = arg;
+    static unsigned char buf[65536]; /* one reader at a time */
+    ssize_t n;
+
+    for (;;) {
+        if (!r->fast && usock_sleep(0.1) != 0) {
+            return;
+        }
+        n = usock_recv(r->s, buf, r->fast ? sizeof buf : 1024);
+        if (n <= 0) {
+            return;
+        }
+        for (ssize_t i = 0; i < n; i++) {
+            r->bad += buf[i] != pattern(r->got + (size_t)i);
+        }
+        r->got += (size_t)n;
+    }
+}
+
+/* T05 at the row's figures: the peer reads 1 KB per 100 ms; a 10 MB write
+ * with timeout 1 s ends ETIMEDOUT at 1 s + tol (3 trials: two usock_write,
+ * which report the count sent, and one usock_sendall), and the peer gets
+ * exactly the reported bytes. */
+START_TEST(t05_at_row_figures)
+{
+    size_t n = 10u << 20;
+    unsigned char *data = malloc(n);
+    double el[3];
+
+    ck_assert_ptr_nonnull(data);
+    for (size_t i = 0; i < n; i++) {
+        data[i] = pattern(i);
+    }
+    for (int i = 0; i < 3; i++) {
+        struct paced_reader r = {NULL, 0, 0, 0};
+        usock_t *c;
+        ssize_t w;
+        double t0;
+        int id;
+
+        test_pair(&c, &r.s);
+        ck_assert_ok(usock_settimeout(r.s, 10.0));
+        id = usock_spawn(paced_reader_task, &r);
+        ck_assert_int_gt(id, 0);
+        ck_assert_ok(usock_settimeout(c, 1.0));
+        t0 = usock_now();
+        errno = 0;
+        w = i < 2 ? usock_write(c, data, n) : usock_sendall(c, data, n);
+        el[i] = usock_now() - t0;
+        ck_assert_str_eq(test_errname(errno), "ETIMEDOUT");
+        if (i < 2) {
+            ck_assert_int_gt(w, 0);
+            ck_assert_int_lt(w, (ssize_t)n);
+        } else {
+            ck_assert_int_eq(w, -1);
+        }
+        ck_assert_uint_gt(r.got, 0);
+        r.fast = 1;
+        ck_assert_ok(usock_close(c));
+        ck_assert_ok(usock_join(id, 10.0 * test_mult()));
+        ck_assert_uint_eq(r.bad, 0);
+        if (i < 2) {
+            ck_assert_uint_eq(r.got, (size_t)w);
+        }
+        ck_assert_ok(usock_close(r.s));
+    }
+    test_assert_timing("write(10 MB)", 1.0, TEST_TOL, el, 3);
+    free(data);
+}
+END_TEST
+
+/* F13 at the row's figures: under a 1 ms ITIMER_REAL, recv(2 s),
+ * accept(1 s) and sleep(1 s) at once in their tasks (3 trials) end on
+ * time with no EINTR, and a 50 MB sendall (4 MiB under valgrind and the
+ * sanitizers) arrives whole. */
+START_TEST(eintr_row_figures)
+{
+    size_t n = test_mult() > 1.0 ? 4u << 20 : 50u * 1000 * 1000;
+    unsigned char *data = malloc(n);
+    struct sum_sink k = {NULL, 0, 0};
+    usock_t *c, *s, *l = test_listener(NULL), *sc;
+    double el[3][3];
+    int id;
+
+    ck_assert_ptr_nonnull(data);
+    for (size_t i = 0; i < n; i++) {
+        data[i] = pattern(i);
+    }
+    test_pair(&c, &s);
+    test_pair(&sc, &k.s);
+    start_itimer();
+    for (int i = 0; i < 3; i++) {
+        struct timed_op ops[3] = {{TIMED_RECV, s, 2.0, 0, 0},
+                                  {TIMED_ACCEPT, l, 1.0, 0, 0},
+                                  {TIMED_SLEEP, NULL, 1.0, 0, 0}};
+
+        ck_assert_ok(usock_settimeout(s, 2.0));
+        ck_assert_ok(usock_settimeout(l, 1.0));
+        run_timed(ops, 3);
+        for (int j = 0; j < 3; j++) {
+            el[j][i] = ops[j].el;
+        }
+    }
+    id = usock_spawn(sum_sink_task, &k);
+    ck_assert_int_gt(id, 0);
+    ck_assert_ok(usock_settimeout(sc, 30.0));
+    ck_assert_ok(usock_sendall(sc, data, n));
+    ck_assert_ok(usock_shutdown(sc, SHUT_WR));
+    ck_assert_ok(usock_join(id, 30.0));
+    stop_itimer();
+    ck_assert_uint_eq(k.got, n);
+    ck_assert_uint_eq(k.bad, 0);
+    test_assert_timing("recv", 2.0, TEST_TOL, el[0], 3);
+    test_assert_timing("accept", 1.0, TEST_TOL, el[1], 3);
+    test_assert_timing("sleep", 1.0, TEST_TOL, el[2], 3);
+    /* 6 s of calls: well over 1,000 signals at 1 ms. */
+    ck_assert_int_gt(alarms, 1000 * 1000 / itimer_us);
+    free(data);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
     tcase_add_test(tc, default_is_none);
@@ -798,6 +1113,10 @@ static void add_tests(TCase *tc)
     tcase_add_test(tc, close_during_connect);
     tcase_add_test(tc, eintr_timeouts);
     tcase_add_test(tc, eintr_sendall);
+    tcase_add_test(tc, t01_t08_at_tolerance);
+    tcase_add_test(tc, t03_under_a_millisecond);
+    tcase_add_test(tc, t05_at_row_figures);
+    tcase_add_test(tc, eintr_row_figures);
 }
 
 static Suite *timeout_suite(void)

@@ -295,6 +295,42 @@ double test_mult(void)
     return m >= 1.0 ? m : 1.0;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+
+    return (x > y) - (x < y);
+}
+
+/* See helpers.h. */
+void test_assert_timing(const char *what, double t, double tol,
+                        const double *el, int n)
+{
+    double sorted[64], med;
+    char list[64 * 12] = "";
+    size_t used = 0;
+
+    ck_assert_msg(n > 0 && n <= 64, "%s: %d trials", what, n);
+    for (int i = 0; i < n; i++) {
+        sorted[i] = el[i];
+        used += (size_t)snprintf(list + used, sizeof list - used, " %.6f",
+                                 el[i]);
+    }
+    qsort(sorted, (size_t)n, sizeof sorted[0], cmp_double);
+    med = n % 2 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    if (getenv("USOCK_TEST_TIMING") != NULL) {
+        fprintf(stderr, "timing %s %s(%.3f s): median %.4f s:%s\n",
+                usock__reactor_name(), what, t, med, list);
+    }
+    ck_assert_msg(sorted[0] >= t - 1e-6,
+                  "%s(%.3f s) returned early:%s", what, t, list);
+    ck_assert_msg(sorted[n - 1] <= t + 0.3 * test_mult(),
+                  "%s(%.3f s) hung past t + 0.3 s:%s", what, t, list);
+    ck_assert_msg(med <= t + tol * test_mult(),
+                  "%s(%.3f s): median %.4f s over t + %.3f s:%s", what, t,
+                  med, tol * test_mult(), list);
+}
+
 /* See helpers.h. */
 usock_t *test_listener_family(int family, usock_addr_t *bound)
 {

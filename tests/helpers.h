@@ -120,6 +120,19 @@ int test_sanitized(void);
 /* Slack added to every upper time bound, in seconds. */
 #define TEST_SLACK 0.1
 
+/* The catalog's timing tolerance (RELIABILITY.md "tol"): 20 ms on an idle
+ * machine, times test_mult() under sanitizers and valgrind. */
+#define TEST_TOL 0.02
+
+/* A timing row at the catalog's tolerance.  make check shares two cores
+ * between two suites, so one late wake-up may be the machine's, not the
+ * library's: el[0..n) are n trials of one call whose figure is t.  Each
+ * must lie in [t, t + 0.3 s * mult] (never early, never hung) and their
+ * median in [t, t + tol * mult].  `what` names the call in the message;
+ * with USOCK_TEST_TIMING set, every figure is printed to stderr. */
+void test_assert_timing(const char *what, double t, double tol,
+                        const double *el, int n);
+
 /* Assert lo <= usock_now() - start <= hi * test_mult() + TEST_SLACK. */
 #define ck_assert_duration(start, lo, hi)                                     \
     do {                                                                      \
