@@ -143,22 +143,48 @@ static void server_main(int wfd, int backlog)
 
 static pid_t server_pid;
 
+/* Fork the scenario's peer process into server_pid (stop_server ends it).
+ * Returns 0 in the child, which dies with this process; the child's pid,
+ * or -1, here. */
+static pid_t fork_peer(void)
+{
+    pid_t parent = getpid();
+
+    server_pid = fork();
+    if (server_pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent) {
+            _exit(1);
+        }
+    }
+    return server_pid;
+}
+
+/* n connections, or as many as RLIMIT_NOFILE leaves room for (with 64 fds
+ * to spare), saying so under the row's name. */
+static long conns_within_nofile(const char *row, long n)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)n + 64 > rl.rlim_cur) {
+        long can = (long)rl.rlim_cur - 64;
+        printf("%s: RLIMIT_NOFILE %ld holds %ld connections per process, "
+               "not %ld\n", row, (long)rl.rlim_cur, can, n);
+        n = can;
+    }
+    return n;
+}
+
 static int start_server(int backlog)
 {
     int p[2], port = -1;
     if (pipe(p) != 0) {
         return -1;
     }
-    pid_t parent = getpid();
-    server_pid = fork();
-    if (server_pid < 0) {
+    if (fork_peer() < 0) {
         return -1;
     }
     if (server_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(1);
-        }
         signal(SIGPIPE, SIG_DFL); /* the library must not raise it */
         close(p[0]);
         server_main(p[1], backlog);
@@ -817,27 +843,14 @@ static void l09_probe(void *arg)
 
 static int l09(void)
 {
-    long n = envl("SOAK_L09_CONNS", 10000);
+    long n = conns_within_nofile("L09", envl("SOAK_L09_CONNS", 10000));
     double timeout = (double)envl("SOAK_L09_TIMEOUT", 5);
     int p[2], port = -1, one = 1, small = 16384;
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)n + 64 > rl.rlim_cur) {
-        long can = (long)rl.rlim_cur - 64;
-        printf("L09: RLIMIT_NOFILE %ld holds %ld connections per process, "
-               "not %ld\n", (long)rl.rlim_cur, can, n);
-        n = can;
-    }
     if (pipe(p) != 0) {
         return 1;
     }
-    pid_t parent = getpid();
-    server_pid = fork();
-    if (server_pid == 0) {
+    if (fork_peer() == 0) {
         /* The peers: accept everything, never read. */
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(1);
-        }
         int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         struct sockaddr_in a = {.sin_family = AF_INET,
                                 .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -969,32 +982,19 @@ static void s04_peers(long n, int port, int wfd)
 
 static int s04(void)
 {
-    long n = envl("SOAK_S04_CONNS", 10000);
+    long n = conns_within_nofile("S04", envl("SOAK_S04_CONNS", 10000));
     long cap_kib = 64; /* the read buffer's bound, per connection */
-    struct rlimit rl;
     usock_addr_t a;
     usock_t *l = usock_socket(AF_INET, SOCK_STREAM, 0), **s;
     int p[2];
 
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && (rlim_t)n + 64 > rl.rlim_cur) {
-        long can = (long)rl.rlim_cur - 64;
-        printf("S04: RLIMIT_NOFILE %ld holds %ld connections per process, "
-               "not %ld\n", (long)rl.rlim_cur, can, n);
-        n = can;
-    }
     if (!l || usock_addr_ip(&a, "127.0.0.1", 0) != 0 ||
         usock_bind(l, &a) != 0 || usock_listen(l, 4096) != 0 ||
         usock_getsockname(l, &a) != 0 || pipe(p) != 0) {
         printf("S04: listener: %s\n", strerror(errno));
         return 1;
     }
-    pid_t parent = getpid();
-    server_pid = fork();
-    if (server_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (getppid() != parent) {
-            _exit(1);
-        }
+    if (fork_peer() == 0) {
         close(p[0]);
         s04_peers(n, usock_addr_port(&a), p[1]);
     }

@@ -423,20 +423,28 @@ static unsigned char pattern(size_t i)
     return (unsigned char)(i * 13 + (i >> 11));
 }
 
-/* usock_write reports the count it wrote before the timeout; the peer gets
- * exactly that many bytes. */
-START_TEST(write_reports_count_on_timeout)
+/* n bytes of pattern(), malloc'd (the caller frees). */
+static unsigned char *patterned(size_t n)
 {
-    size_t n = 16u << 20;
-    unsigned char *data = malloc(n), buf[65536];
-    usock_t *c, *s;
-    ssize_t w, got = 0, k;
-    double t0;
+    unsigned char *data = malloc(n);
 
     ck_assert_ptr_nonnull(data);
     for (size_t i = 0; i < n; i++) {
         data[i] = pattern(i);
     }
+    return data;
+}
+
+/* usock_write reports the count it wrote before the timeout; the peer gets
+ * exactly that many bytes. */
+START_TEST(write_reports_count_on_timeout)
+{
+    size_t n = 16u << 20;
+    unsigned char *data = patterned(n), buf[65536];
+    usock_t *c, *s;
+    ssize_t w, got = 0, k;
+    double t0;
+
     test_pair(&c, &s);
     ck_assert_ok(usock_settimeout(c, 0.3));
     t0 = usock_now();
@@ -725,6 +733,15 @@ struct sum_sink {
     size_t got, bad;
 };
 
+/* Count n more bytes received, checking each against pattern(). */
+static void sink_take(struct sum_sink *k, const unsigned char *buf, ssize_t n)
+{
+    for (ssize_t i = 0; i < n; i++) {
+        k->bad += buf[i] != pattern(k->got + (size_t)i);
+    }
+    k->got += (size_t)n;
+}
+
 static void sum_sink_task(void *arg)
 {
     struct sum_sink *k = arg;
@@ -732,10 +749,7 @@ static void sum_sink_task(void *arg)
     ssize_t n;
 
     while ((n = usock_recv(k->s, buf, sizeof buf)) > 0) {
-        for (ssize_t i = 0; i < n; i++) {
-            k->bad += buf[i] != pattern(k->got + (size_t)i);
-        }
-        k->got += (size_t)n;
+        sink_take(k, buf, n);
     }
 }
 
@@ -744,15 +758,11 @@ START_TEST(eintr_sendall)
     /* 32 MiB; 4 MiB under valgrind or sanitizers (multiplier above 1),
      * still more than the socket buffers hold, so sendall waits. */
     size_t n = test_mult() > 1.0 ? 4u << 20 : 32u << 20;
-    unsigned char *data = malloc(n);
+    unsigned char *data = patterned(n);
     struct sum_sink k = {NULL, 0, 0};
     usock_t *c;
     int id;
 
-    ck_assert_ptr_nonnull(data);
-    for (size_t i = 0; i < n; i++) {
-        data[i] = pattern(i);
-    }
     test_pair(&c, &k.s);
     id = usock_spawn(sum_sink_task, &k);
     ck_assert_int_gt(id, 0);
@@ -877,6 +887,17 @@ START_TEST(t01_t08_at_tolerance)
 }
 END_TEST
 
+/* Time one call that must fail (`failed` true) with errno `want`; its
+ * elapsed time goes to el. */
+#define TIMED_FAILURE(el, want, failed)                                       \
+    do {                                                                      \
+        double t0_ = usock_now();                                             \
+        int failed_ = (failed), err_ = errno;                                 \
+        (el) = usock_now() - t0_;                                             \
+        ck_assert_msg(failed_, "%s", #failed);                                \
+        ck_assert_str_eq(test_errname(err_), (want));                         \
+    } while (0)
+
 /* T03 at the row's figure: with timeout 0, recv, read, readline, accept,
  * send into a full buffer and connect each return in under 1 ms (median
  * of 7 trials, times the multiplier) with EAGAIN (connect: EINPROGRESS). */
@@ -886,13 +907,12 @@ START_TEST(t03_under_a_millisecond)
                                         "accept", "send", "connect"};
     static char chunk[65536];
     usock_addr_t a;
-    usock_t *l = test_listener(NULL), *target = test_listener(&a);
-    usock_t *c1, *s1, *c2, *s2;
-    double el[6][7], t0;
+    usock_t *l = test_listener(NULL), *c1, *s1, *c2, *s2;
+    double el[6][7];
     char buf[8];
     long total = 0, rc;
-    int err;
 
+    test_listener(&a); /* the connects' target: l's queue stays empty */
     test_pair(&c1, &s1);
     test_pair(&c2, &s2);
     ck_assert_ok(usock_settimeout(s1, 0));
@@ -906,57 +926,28 @@ START_TEST(t03_under_a_millisecond)
     ck_assert_str_eq(test_errname(errno), "EAGAIN");
     for (int i = 0; i < 7; i++) {
         usock_t *x = ck_assert_nonnull(usock_socket(AF_INET, SOCK_STREAM, 0));
-        usock_t *got;
 
         ck_assert_ok(usock_settimeout(x, 0));
-        t0 = usock_now();
-        rc = usock_recv(s1, buf, sizeof buf);
-        err = errno;
-        el[0][i] = usock_now() - t0;
-        ck_assert_int_eq(rc, -1);
-        ck_assert_str_eq(test_errname(err), "EAGAIN");
-        t0 = usock_now();
-        rc = usock_read(s1, buf, sizeof buf);
-        err = errno;
-        el[1][i] = usock_now() - t0;
-        ck_assert_int_eq(rc, -1);
-        ck_assert_str_eq(test_errname(err), "EAGAIN");
-        t0 = usock_now();
-        rc = usock_readline(s1, buf, sizeof buf);
-        err = errno;
-        el[2][i] = usock_now() - t0;
-        ck_assert_int_eq(rc, -1);
-        ck_assert_str_eq(test_errname(err), "EAGAIN");
-        t0 = usock_now();
-        got = usock_accept(l, NULL);
-        err = errno;
-        el[3][i] = usock_now() - t0;
-        ck_assert_ptr_null(got);
-        ck_assert_str_eq(test_errname(err), "EAGAIN");
-        t0 = usock_now();
-        rc = usock_send(c2, chunk, sizeof chunk);
-        err = errno;
-        el[4][i] = usock_now() - t0;
-        ck_assert_int_eq(rc, -1);
-        ck_assert_str_eq(test_errname(err), "EAGAIN");
-        t0 = usock_now();
-        rc = usock_connect(x, &a);
-        err = errno;
-        el[5][i] = usock_now() - t0;
-        ck_assert_int_eq(rc, -1);
-        ck_assert_str_eq(test_errname(err), "EINPROGRESS");
+        TIMED_FAILURE(el[0][i], "EAGAIN",
+                      usock_recv(s1, buf, sizeof buf) == -1);
+        TIMED_FAILURE(el[1][i], "EAGAIN",
+                      usock_read(s1, buf, sizeof buf) == -1);
+        TIMED_FAILURE(el[2][i], "EAGAIN",
+                      usock_readline(s1, buf, sizeof buf) == -1);
+        TIMED_FAILURE(el[3][i], "EAGAIN", usock_accept(l, NULL) == NULL);
+        TIMED_FAILURE(el[4][i], "EAGAIN",
+                      usock_send(c2, chunk, sizeof chunk) == -1);
+        TIMED_FAILURE(el[5][i], "EINPROGRESS", usock_connect(x, &a) == -1);
         ck_assert_ok(usock_close(x));
     }
     for (int k = 0; k < 6; k++) {
         test_assert_timing(names[k], 0, 0.001, el[k], 7);
     }
-    ck_assert_ptr_nonnull(target);
 }
 END_TEST
 
 struct paced_reader {
-    usock_t *s;
-    size_t got, bad;
+    struct sum_sink k;
     int fast; /* 1: read at full speed to the end */
 };
 
@@ -972,14 +963,11 @@ static void paced_reader_task(void *arg)
         if (!r->fast && usock_sleep(0.1) != 0) {
             return;
         }
-        n = usock_recv(r->s, buf, r->fast ? sizeof buf : 1024);
+        n = usock_recv(r->k.s, buf, r->fast ? sizeof buf : 1024);
         if (n <= 0) {
             return;
         }
-        for (ssize_t i = 0; i < n; i++) {
-            r->bad += buf[i] != pattern(r->got + (size_t)i);
-        }
-        r->got += (size_t)n;
+        sink_take(&r->k, buf, n);
     }
 }
 
@@ -990,22 +978,18 @@ static void paced_reader_task(void *arg)
 START_TEST(t05_at_row_figures)
 {
     size_t n = 10u << 20;
-    unsigned char *data = malloc(n);
+    unsigned char *data = patterned(n);
     double el[3];
 
-    ck_assert_ptr_nonnull(data);
-    for (size_t i = 0; i < n; i++) {
-        data[i] = pattern(i);
-    }
     for (int i = 0; i < 3; i++) {
-        struct paced_reader r = {NULL, 0, 0, 0};
+        struct paced_reader r = {{NULL, 0, 0}, 0};
         usock_t *c;
         ssize_t w;
         double t0;
         int id;
 
-        test_pair(&c, &r.s);
-        ck_assert_ok(usock_settimeout(r.s, 10.0));
+        test_pair(&c, &r.k.s);
+        ck_assert_ok(usock_settimeout(r.k.s, 10.0));
         id = usock_spawn(paced_reader_task, &r);
         ck_assert_int_gt(id, 0);
         ck_assert_ok(usock_settimeout(c, 1.0));
@@ -1020,15 +1004,15 @@ START_TEST(t05_at_row_figures)
         } else {
             ck_assert_int_eq(w, -1);
         }
-        ck_assert_uint_gt(r.got, 0);
+        ck_assert_uint_gt(r.k.got, 0);
         r.fast = 1;
         ck_assert_ok(usock_close(c));
         ck_assert_ok(usock_join(id, 10.0 * test_mult()));
-        ck_assert_uint_eq(r.bad, 0);
+        ck_assert_uint_eq(r.k.bad, 0);
         if (i < 2) {
-            ck_assert_uint_eq(r.got, (size_t)w);
+            ck_assert_uint_eq(r.k.got, (size_t)w);
         }
-        ck_assert_ok(usock_close(r.s));
+        ck_assert_ok(usock_close(r.k.s));
     }
     test_assert_timing("write(10 MB)", 1.0, TEST_TOL, el, 3);
     free(data);
@@ -1042,16 +1026,12 @@ END_TEST
 START_TEST(eintr_row_figures)
 {
     size_t n = test_mult() > 1.0 ? 4u << 20 : 50u * 1000 * 1000;
-    unsigned char *data = malloc(n);
+    unsigned char *data = patterned(n);
     struct sum_sink k = {NULL, 0, 0};
     usock_t *c, *s, *l = test_listener(NULL), *sc;
     double el[3][3];
     int id;
 
-    ck_assert_ptr_nonnull(data);
-    for (size_t i = 0; i < n; i++) {
-        data[i] = pattern(i);
-    }
     test_pair(&c, &s);
     test_pair(&sc, &k.s);
     start_itimer();
